@@ -12,7 +12,8 @@ from PIL import Image, UnidentifiedImageError
 
 # %% auto #0
 __all__ = ['WsssError', 'BadInputError', 'MissingFileError', 'default_device', 'seed_everything', 'rng_state', 'set_rng_state',
-           'atomic_write', 'save_npy', 'save_json', 'save_text', 'save_png', 'save_torch', 'load_torch', 'read_image']
+           'atomic_write', 'save_npy', 'save_json', 'save_text', 'save_png', 'save_torch', 'load_torch', 'read_image',
+           'progress', 'parallel_map']
 
 # %% ../nbs/00_core.ipynb #ac3478d6
 class WsssError(Exception):
@@ -135,3 +136,41 @@ def read_image(path:str|Path, # an image file PIL can read (JPEG, PNG, ...)
             return np.asarray(im.convert('RGB'), dtype=np.uint8).copy()
     except (UnidentifiedImageError, OSError, SyntaxError) as e:
         raise BadInputError(f"{path}: corrupt or unreadable image ({e})") from e
+
+# %% ../nbs/00_core.ipynb #91032ad7
+def _in_live_notebook()->bool:
+    if os.environ.get('WSSS_HEADLESS') or os.environ.get('PAPERMILL_INPUT_PATH') or os.environ.get('IN_TEST'): return False
+    try:
+        from IPython import get_ipython
+        ip = get_ipython()
+        return ip is not None and type(ip).__name__ == 'ZMQInteractiveShell'
+    except ImportError: return False
+
+def progress(iterable=None, # what to iterate over
+             total:int|None=None, # its length, when it has none
+             desc:str|None=None, # label shown before the bar
+             **kwargs):
+    "A progress bar that works in notebooks, terminals and headless papermill runs."
+    disable = os.environ.get('WSSS_PROGRESS', '1') == '0'
+    if _in_live_notebook():
+        from tqdm.notebook import tqdm as _tqdm
+    else:
+        from tqdm import tqdm as _tqdm
+        kwargs.setdefault('mininterval', 1.0)
+    return _tqdm(iterable, total=total, desc=desc, disable=disable, **kwargs)
+
+def parallel_map(fn, # function of one item; must be picklable (module level) when n_jobs > 1
+                 items, # the items
+                 n_jobs:int|None=None, # worker processes; None = all cores, 1 = in this process
+                 desc:str|None=None, # progress-bar label
+                 chunksize:int=1, # items sent to a worker at once
+                )->list:
+    "`[fn(x) for x in items]` over worker processes, in order, with a progress bar."
+    items = list(items)
+    n_jobs = os.cpu_count() or 1 if n_jobs is None else n_jobs
+    if n_jobs <= 1 or len(items) <= 1:
+        return [fn(x) for x in progress(items, desc=desc)]
+    import multiprocessing as mp
+    ctx = mp.get_context('fork' if os.name == 'posix' else 'spawn')
+    with ctx.Pool(min(n_jobs, len(items))) as pool:
+        return list(progress(pool.imap(fn, items, chunksize=chunksize), total=len(items), desc=desc))
