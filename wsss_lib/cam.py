@@ -14,7 +14,8 @@ import torch.nn.functional as F
 from .core import BadInputError, MissingFileError, save_npy, progress
 
 # %% auto #0
-__all__ = ['save_cam_file', 'load_cam_file', 'convert_cam_files']
+__all__ = ['save_cam_file', 'load_cam_file', 'convert_cam_files', 'minmax_norm', 'max_norm', 'tokens_to_grid', 'get_layer',
+           'capture_output', 'to_feature_map', 'cam_from_features', 'CAM', 'GradCAM', 'multiscale_flip']
 
 # %% ../nbs/03_cam.ipynb #ac3478d6
 _CAM_FORMATS = ('wsss', 'clip_es', 'irn', 'mctformer')
@@ -198,3 +199,272 @@ def convert_cam_files(src_dir:str|Path, # folder of `<image_id>.npy` CAM files
         d = load_cam_file(src/f'{i}.npy', format=format, key=key)
         out.append(save_cam_file(target, d['keys'], d['cams'], dtype=dtype))
     return out
+
+# %% ../nbs/03_cam.ipynb #b3f0c7f6
+def _amax_hw(x):
+    return x.amax(dim=(-2, -1), keepdim=True) if isinstance(x, torch.Tensor) else x.max(axis=(-2, -1), keepdims=True)
+
+def _amin_hw(x):
+    return x.amin(dim=(-2, -1), keepdim=True) if isinstance(x, torch.Tensor) else x.min(axis=(-2, -1), keepdims=True)
+
+def _relu(x): return x.clamp_min(0) if isinstance(x, torch.Tensor) else np.maximum(x, 0)
+
+def minmax_norm(cams, # (..., H, W) maps, NumPy or torch
+                eps:float|None=None, # added to the denominator; None = the mode's official value (1e-7 / 1e-8)
+                mode:str='clip_es', # 'clip_es': x-=min; x/=(max+eps)  |  'mctformer': (x-min)/(max-min+eps)
+                relu:bool=False, # clamp negatives to 0 first (CLIP-ES does)
+               ):
+    "Per-map min-max normalisation to [0,1], as CLIP-ES or MCTformer write it."
+    if mode not in ('clip_es', 'mctformer'): raise BadInputError(f"minmax_norm: unknown mode {mode!r}: use 'clip_es' or 'mctformer'")
+    if cams.shape[-1] == 0 or cams.shape[-2] == 0 or cams.ndim < 2: raise BadInputError(f"minmax_norm: need (..., H, W) maps, got shape {tuple(cams.shape)}")
+    if relu: cams = _relu(cams)
+    if mode == 'clip_es':
+        eps = 1e-7 if eps is None else eps
+        x = cams - _amin_hw(cams)
+        return x / (_amax_hw(x) + eps)
+    eps = 1e-8 if eps is None else eps
+    mn, mx = _amin_hw(cams), _amax_hw(cams)
+    return (cams - mn) / (mx - mn + eps)
+
+def max_norm(cams, # (..., H, W) maps, NumPy or torch
+             eps:float=1e-5, # added to the max (IRN, CLIMS, PSA: 1e-5)
+             relu:bool=False, # clamp negatives to 0 first (IRN's and PSA's CAM heads output ReLU'd maps)
+            ):
+    "Per-map division by the max + eps, as IRN, CLIMS and PSA normalise their CAMs."
+    if cams.ndim < 2 or cams.shape[-1] == 0 or cams.shape[-2] == 0: raise BadInputError(f"max_norm: need (..., H, W) maps, got shape {tuple(cams.shape)}")
+    if relu: cams = _relu(cams)
+    return cams / (_amax_hw(cams) + eps)
+
+# %% ../nbs/03_cam.ipynb #12c6fc06
+def tokens_to_grid(tokens:torch.Tensor, # B×N×C (or N×C) token sequence, extra tokens first
+                   h:int|None=None, # grid height (None: from w, or square)
+                   w:int|None=None, # grid width (None: from h, or square)
+                   n_extra:int=1, # leading non-patch tokens to drop (CLS = 1; DeiT-distilled 2; +registers)
+                   seq_first:bool=False, # tokens are N×B×C (OpenAI CLIP's layout)
+                  )->torch.Tensor: # B×C×h×w (or C×h×w)
+    "Drop the extra tokens and reshape the patch tokens row-major into a B×C×h×w feature map."
+    squeeze = tokens.ndim == 2
+    if squeeze: tokens = tokens[None]
+    elif seq_first: tokens = tokens.transpose(0, 1)
+    if tokens.ndim != 3: raise BadInputError(f"tokens_to_grid: need B×N×C or N×C tokens, got shape {tuple(tokens.shape)}")
+    n = tokens.shape[1] - n_extra
+    if h is None and w is None:
+        h = w = math.isqrt(max(n, 0))
+    elif h is None: h = n // w if w else 0
+    elif w is None: w = n // h if h else 0
+    if n != h * w:
+        raise BadInputError(f"tokens_to_grid: {tokens.shape[1]} tokens - {n_extra} extra = {n} patch tokens, "
+                            f"which is not a {h}×{w} grid; pass the grid (image size // patch size) and n_extra")
+    g = tokens[:, n_extra:].reshape(tokens.shape[0], h, w, tokens.shape[2]).permute(0, 3, 1, 2)
+    return g[0] if squeeze else g
+
+# %% ../nbs/03_cam.ipynb #f6e1126c
+def get_layer(model:nn.Module, # the network
+              layer:str|nn.Module, # dotted path ('layer4', 'blocks.-1.norm1') or the module itself
+             )->nn.Module:
+    "Find a sub-module by dotted path; integer parts index Sequential/ModuleList (negative from the end)."
+    if isinstance(layer, nn.Module): return layer
+    m = model
+    for part in str(layer).split('.'):
+        try:
+            if part.lstrip('-').isdigit() and isinstance(m, (nn.Sequential, nn.ModuleList)): m = m[int(part)]
+            else: m = getattr(m, part); assert isinstance(m, nn.Module)
+        except (AttributeError, IndexError, AssertionError):
+            kids = [n for n, _ in m.named_children()]
+            raise BadInputError(f"layer {layer!r}: {type(m).__name__} has no sub-module {part!r}; it has {kids}") from None
+    return m
+
+@contextlib.contextmanager
+def capture_output(module:nn.Module, # the layer whose output to keep
+                   model:nn.Module|None=None, # switched to eval mode meanwhile (mode restored afterwards)
+                  ):
+    "Context manager: a dict whose 'out' holds the module's output of the last forward pass."
+    store = {}
+    def hook(mod, inp, out):
+        if isinstance(out, (tuple, list)): out = out[0]
+        store['out'] = out
+        return out.clone() if out.requires_grad else None
+    handle = module.register_forward_hook(hook)
+    was_training = model.training if model is not None else None
+    if model is not None: model.eval()
+    try: yield store
+    finally:
+        handle.remove()
+        if model is not None: model.train(was_training)
+
+def _model_grid(model):
+    "n_extra and patch size of a timm-style ViT."
+    n_extra = getattr(model, 'num_prefix_tokens', None)
+    if n_extra is None: n_extra = 0 if getattr(model, 'no_embed_class', False) or getattr(model, 'cls_token', None) is None else 1
+    pe = getattr(model, 'patch_embed', None)
+    ps = getattr(pe, 'patch_size', None) if pe is not None else None
+    if ps is None: ps = getattr(model, 'patch_size', None)
+    if ps is None: return n_extra, None
+    return n_extra, (ps, ps) if isinstance(ps, int) else tuple(ps)
+
+def to_feature_map(act:torch.Tensor, # the layer output
+                   x:torch.Tensor, # the network's input (for the token grid size)
+                   reshape=None, # None: B×C×h×w | 'nhwc': B×h×w×C | 'tokens': B×N×C ViT sequence | callable(act, x)
+                   n_extra:int=1, # extra tokens ('tokens' only)
+                   patch_size=None, # int or (ph, pw): grid = input size // patch ('tokens' only)
+                   seq_first:bool=False, # N×B×C tokens ('tokens' only)
+                  )->torch.Tensor: # B×C×h×w
+    "Bring a layer's output into B×C×h×w layout."
+    if callable(reshape): return reshape(act, x)
+    if reshape is None:
+        if act.ndim != 4: raise BadInputError(f"the layer output has shape {tuple(act.shape)}, not B×C×h×w: "
+                                              "for ViT token sequences use reshape='tokens', for channels-last 'nhwc'")
+        return act
+    if reshape == 'nhwc': return act.permute(0, 3, 1, 2)
+    if reshape == 'tokens':
+        if patch_size is None: raise BadInputError("reshape='tokens' needs patch_size (or a timm ViT that has patch_embed.patch_size)")
+        ph, pw = (patch_size, patch_size) if isinstance(patch_size, int) else patch_size
+        return tokens_to_grid(act, x.shape[-2] // ph, x.shape[-1] // pw, n_extra=n_extra, seq_first=seq_first)
+    raise BadInputError(f"unknown reshape {reshape!r}: use None, 'nhwc', 'tokens' or a callable")
+
+# %% ../nbs/03_cam.ipynb #bc33ea4e
+def cam_from_features(features:torch.Tensor, # B×C×h×w feature maps
+                      weight:torch.Tensor, # n×C classifier weights (a 1×1 conv's n×C×1×1 works too)
+                      keys=None, # classes to return (default: all n)
+                     )->torch.Tensor: # B×K×h×w raw CAMs
+    "CAM: the classifier weights of each class applied to every position of the feature map (bias ignored, as IRN)."
+    weight = weight.reshape(weight.shape[0], -1)
+    if weight.shape[1] != features.shape[1]:
+        raise BadInputError(f"classifier weight has {weight.shape[1]} inputs but the feature map has {features.shape[1]} channels")
+    if keys is not None: weight = weight[torch.as_tensor(keys, dtype=torch.long, device=weight.device)]
+    return torch.einsum('kc,bchw->bkhw', weight.to(features.dtype), features)
+
+def _linear_head(model):
+    for get in (lambda m: m.get_classifier(), lambda m: m.classifier, lambda m: m.fc, lambda m: m.head):
+        try: head = get(model)
+        except AttributeError: continue
+        if isinstance(head, nn.Sequential) and len(head): head = head[-1]
+        if isinstance(head, (nn.Linear, nn.Conv2d)) and getattr(head, 'weight', None) is not None: return head
+    raise BadInputError(f"{type(model).__name__}: no linear classifier found (get_classifier(), classifier, fc or head); "
+                        "pass weight= explicitly")
+
+class CAM:
+    "Class activation maps from a classifier's last feature map and its linear head."
+    def __init__(self, model:nn.Module, # timm model (forward_features + get_classifier) or a module with features + linear head
+                 features:Callable|None=None, # x -> feature map (default: model.forward_features, else model.features)
+                 weight:torch.Tensor|None=None, # n×C classifier weights (default: the model's linear head)
+                 reshape=None, n_extra:int|None=None, patch_size=None, # layout of the features, as `to_feature_map`
+                ):
+        self.model = model
+        if features is None:
+            features = getattr(model, 'forward_features', None) or getattr(model, 'features', None)
+            if features is None: raise BadInputError(f"{type(model).__name__}: no forward_features or features; pass features=")
+        self.features, self.weight = features, weight
+        ne, ps = _model_grid(model)
+        self.reshape, self.n_extra, self.patch_size = reshape, ne if n_extra is None else n_extra, ps if patch_size is None else patch_size
+
+    @torch.no_grad()
+    def __call__(self, x:torch.Tensor, # B×3×H×W input batch
+                 keys, # class indices to map
+                )->torch.Tensor: # B×K×h×w raw CAMs
+        was_training = self.model.training; self.model.eval()
+        try: f = self.features(x)
+        finally: self.model.train(was_training)
+        f = to_feature_map(f, x, self.reshape, self.n_extra, self.patch_size)
+        w = self.weight if self.weight is not None else _linear_head(self.model).weight
+        return cam_from_features(f, w, keys)
+
+# %% ../nbs/03_cam.ipynb #63266754
+def _scores(out, score, keys):
+    if isinstance(out, (tuple, list)): out = out[0]
+    if callable(score): s = score(out)
+    elif score == 'logit': s = out
+    elif score == 'softmax': s = out.softmax(-1)
+    else: raise BadInputError(f"unknown score {score!r}: use 'logit', 'softmax' or a callable(output) -> B×n scores")
+    return s[:, keys]
+
+class GradCAM:
+    "Grad-CAM on any layer of a CNN or ViT, returning raw maps for several classes per backward pass."
+    def __init__(self, model:nn.Module, # the classifier
+                 target_layer:str|nn.Module, # dotted path or module whose output is A
+                 reshape=None, # None (B×C×h×w), 'nhwc', 'tokens' (ViT; auto for timm ViTs) or callable(act, x) -> B×C×h×w
+                 n_extra:int|None=None, # extra tokens (default: model.num_prefix_tokens, else 1)
+                 patch_size=None, # ViT patch size (default: model.patch_embed.patch_size)
+                 seq_first:bool=False, # tokens are N×B×C
+                 score='logit', # 'logit', 'softmax' or callable(model output) -> B×n class scores
+                 batched:str='auto', # 'auto', 'grad_batched', 'repeat' or 'loop'
+                ):
+        if batched not in ('auto', 'grad_batched', 'repeat', 'loop'):
+            raise BadInputError(f"unknown batched={batched!r}: use 'auto', 'grad_batched', 'repeat' or 'loop'")
+        self.model, self.layer_name = model, target_layer if isinstance(target_layer, str) else type(target_layer).__name__
+        self.layer = get_layer(model, target_layer)
+        ne, ps = _model_grid(model)
+        if reshape is None and ps is not None and getattr(model, 'patch_embed', None) is not None: reshape = 'tokens'
+        self.reshape, self.n_extra, self.patch_size, self.seq_first = reshape, (ne if n_extra is None else n_extra), (ps if patch_size is None else patch_size), seq_first
+        self.score, self.batched = score, batched
+
+    def _grid(self, a, x): return to_feature_map(a, x, self.reshape, self.n_extra, self.patch_size, self.seq_first)
+
+    def __call__(self, x:torch.Tensor, # B×3×H×W input batch
+                 keys, # K class indices (the same for every image of the batch)
+                 batched:str|None=None, # override the instance's choice
+                )->torch.Tensor: # B×K×h×w raw Grad-CAM maps
+        keys = torch.as_tensor(keys, dtype=torch.long).reshape(-1)
+        K, B = len(keys), x.shape[0]
+        mode = batched or self.batched
+        if K == 0:
+            with torch.no_grad(), capture_output(self.layer, self.model) as st: self.model(x)
+            g = self._grid(st['out'], x); return g.new_zeros(B, 0, *g.shape[-2:])
+        with torch.enable_grad(), capture_output(self.layer, self.model) as st:
+            if mode == 'repeat':
+                xr = x.repeat(K, *([1] * (x.ndim - 1)))  # k-major: copy k of image b at k*B + b
+                s = _scores(self.model(xr), self.score, keys.to(x.device))  # (K*B)×K
+                idx = torch.arange(K, device=x.device).repeat_interleave(B)
+                act = st['out']
+                grad = torch.autograd.grad(s[torch.arange(K * B, device=x.device), idx].sum(), act)[0]
+                A = self._grid(act.detach(), xr)
+                A = A.reshape(K, B, *A.shape[1:])[0]
+                G = self._grid(grad, xr).reshape(K, B, *A.shape[1:])
+            else:
+                s = _scores(self.model(x), self.score, keys.to(x.device))  # B×K
+                act = st['out']
+                G = None
+                if mode in ('auto', 'grad_batched'):
+                    eye = torch.eye(K, dtype=s.dtype, device=s.device)[:, None, :].expand(K, B, K)
+                    try: G = torch.autograd.grad(s, act, grad_outputs=eye, is_grads_batched=True, retain_graph=mode == 'auto')[0]
+                    except RuntimeError as e:
+                        if mode == 'grad_batched': raise
+                        warnings.warn(f"GradCAM: batched gradients failed ({e}); falling back to one backward per class")
+                if G is None:
+                    G = torch.stack([torch.autograd.grad(s[:, k].sum(), act, retain_graph=k < K - 1)[0] for k in range(K)])
+                A = self._grid(act.detach(), x)
+                G = torch.stack([self._grid(g, x) for g in G])
+        if not G.any():
+            warnings.warn(f"GradCAM: the gradients at {self.layer_name!r} are all zero, so every map is 0. In a ViT that "
+                          "classifies from the CLS token, use the last block's norm1 ('blocks.-1.norm1'), not its output or norm2.")
+        alpha = G.float().mean((-2, -1))  # K×B×C
+        return torch.einsum('kbc,bchw->bkhw', alpha, A.float())
+
+# %% ../nbs/03_cam.ipynb #cb7a1d77
+def multiscale_flip(fn:Callable, # B×3×h×w batch -> B×K×h'×w' maps
+                    image:torch.Tensor, # 3×H×W or 1×3×H×W input
+                    scales:Sequence[float]=(1.0,), # image scales (IRN: 1.0, 0.5, 1.5, 2.0)
+                    flip:bool=False, # also run the horizontally flipped image
+                    reduce:str='sum', # 'sum' (IRN, MCTformer) or 'mean'
+                    relu:bool=False, # clamp each pass to >= 0 before fusing (IRN, PSA)
+                    size:tuple|None=None, # output size; default: the map size at scale 1.0 (else at the first scale)
+                   )->torch.Tensor: # K×h'×w' (or 1×K×h'×w' for a batched input)
+    "Fuse the maps of several scales (and flips) of one image, as IRN/MCTformer do."
+    if reduce not in ('sum', 'mean'): raise BadInputError(f"unknown reduce {reduce!r}: use 'sum' or 'mean'")
+    if not len(scales): raise BadInputError("multiscale_flip: no scales given")
+    single = image.ndim == 3
+    x = image[None] if single else image
+    if x.ndim != 4 or x.shape[0] != 1: raise BadInputError(f"multiscale_flip: need one 3×H×W image, got shape {tuple(image.shape)}")
+    H, W = x.shape[-2:]
+    outs = []
+    for s in scales:
+        xs = x if s == 1 else F.interpolate(x, size=(max(1, round(H * s)), max(1, round(W * s))), mode='bicubic', align_corners=False, antialias=s < 1)
+        m = fn(torch.cat([xs, xs.flip(-1)]) if flip else xs)
+        if relu: m = m.clamp_min(0)
+        outs.append(m[:1] + m[1:].flip(-1) if flip else m)
+    if size is None:
+        ref = list(scales).index(1.0) if 1.0 in scales else 0
+        size = tuple(outs[ref].shape[-2:])
+    fused = sum(o if tuple(o.shape[-2:]) == tuple(size) else F.interpolate(o, size=size, mode='bilinear', align_corners=False) for o in outs)
+    if reduce == 'mean': fused = fused / (len(outs) * (2 if flip else 1))
+    return fused[0] if single else fused
