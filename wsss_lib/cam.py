@@ -14,8 +14,10 @@ import torch.nn.functional as F
 from .core import BadInputError, MissingFileError, save_npy, progress
 
 # %% auto #0
-__all__ = ['save_cam_file', 'load_cam_file', 'convert_cam_files', 'minmax_norm', 'max_norm', 'tokens_to_grid', 'get_layer',
-           'capture_output', 'to_feature_map', 'cam_from_features', 'CAM', 'GradCAM', 'multiscale_flip']
+__all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'save_cam_file', 'load_cam_file', 'convert_cam_files', 'minmax_norm', 'max_norm',
+           'tokens_to_grid', 'get_layer', 'capture_output', 'to_feature_map', 'cam_from_features', 'CAM', 'GradCAM',
+           'multiscale_flip', 'resize_cams', 'CAMSource', 'register_cam_source', 'cam_source_names',
+           'create_cam_source', 'FileCAMSource', 'ClassifierCAMSource']
 
 # %% ../nbs/03_cam.ipynb #ac3478d6
 _CAM_FORMATS = ('wsss', 'clip_es', 'irn', 'mctformer')
@@ -447,7 +449,7 @@ def multiscale_flip(fn:Callable, # B×3×h×w batch -> B×K×h'×w' maps
                     flip:bool=False, # also run the horizontally flipped image
                     reduce:str='sum', # 'sum' (IRN, MCTformer) or 'mean'
                     relu:bool=False, # clamp each pass to >= 0 before fusing (IRN, PSA)
-                    size:tuple|None=None, # output size; default: the map size at scale 1.0 (else at the first scale)
+                    size:tuple|Callable|None=None, # output size, or a function of the reference map size; default: the map size at scale 1.0 (else at the first scale)
                    )->torch.Tensor: # K×h'×w' (or 1×K×h'×w' for a batched input)
     "Fuse the maps of several scales (and flips) of one image, as IRN/MCTformer do."
     if reduce not in ('sum', 'mean'): raise BadInputError(f"unknown reduce {reduce!r}: use 'sum' or 'mean'")
@@ -462,9 +464,200 @@ def multiscale_flip(fn:Callable, # B×3×h×w batch -> B×K×h'×w' maps
         m = fn(torch.cat([xs, xs.flip(-1)]) if flip else xs)
         if relu: m = m.clamp_min(0)
         outs.append(m[:1] + m[1:].flip(-1) if flip else m)
-    if size is None:
-        ref = list(scales).index(1.0) if 1.0 in scales else 0
-        size = tuple(outs[ref].shape[-2:])
+    if size is None or callable(size):
+        ref = tuple(outs[list(scales).index(1.0) if 1.0 in scales else 0].shape[-2:])
+        size = ref if size is None else tuple(size(ref))
     fused = sum(o if tuple(o.shape[-2:]) == tuple(size) else F.interpolate(o, size=size, mode='bilinear', align_corners=False) for o in outs)
     if reduce == 'mean': fused = fused / (len(outs) * (2 if flip else 1))
     return fused[0] if single else fused
+
+# %% ../nbs/03_cam.ipynb #af3e1334
+import abc, importlib
+
+def _check_image(image, where='image')->np.ndarray:
+    if isinstance(image, torch.Tensor): image = image.cpu().numpy()
+    image = np.asarray(image)
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise BadInputError(f"{where}: need an H×W×3 uint8 RGB image, got shape {image.shape} dtype {image.dtype}")
+    return image
+
+def resize_cams(cams, # K×h×w maps (NumPy or torch)
+                size:tuple[int, int], # (H, W)
+               )->np.ndarray: # K×H×W float32
+    "Bilinear resize (align_corners=False, as IRN, MCTformer and CLIP-ES's cv2 resize) of a map stack."
+    t = torch.as_tensor(np.asarray(cams, dtype=np.float32) if not isinstance(cams, torch.Tensor) else cams.float())
+    if t.shape[0] == 0: return np.zeros((0, *size), np.float32)
+    if tuple(t.shape[-2:]) == tuple(size): return t.cpu().numpy()
+    return F.interpolate(t[None], size=tuple(size), mode='bilinear', align_corners=False)[0].cpu().numpy()
+
+class CAMSource(abc.ABC):
+    "What every CAM producer answers: `cams(image, keys, image_id=None) -> K×H×W float32 in [0,1]`."
+    @abc.abstractmethod
+    def cams(self, image:np.ndarray, # H×W×3 uint8 RGB
+             keys, # int[K] classes to map (0-based, no background)
+             image_id:str|None=None, # the image's id (file-backed sources need it)
+            )->np.ndarray: # K×H×W float32 in [0,1]
+        "The CAMs of `keys` for `image`."
+
+    @classmethod
+    def __subclasshook__(cls, C):
+        if cls is CAMSource: return True if callable(getattr(C, 'cams', None)) else NotImplemented
+        return NotImplemented
+
+# %% ../nbs/03_cam.ipynb #761f22b2
+_CAM_SOURCES: dict = {}
+# sources defined in notebooks that may not be imported yet: imported on first use of the name
+_LAZY_SOURCES = {'clip_es': 'wsss_lib.methods.clip_es', 'mctformer': 'wsss_lib.methods.mctformer'}
+
+def register_cam_source(name:str, # the name create_cam_source will know it by
+                       ):
+    "Decorator registering a CAMSource class (or factory function) under `name`."
+    def deco(obj):
+        old = _CAM_SOURCES.get(name)
+        if old is not None and (old.__module__, old.__qualname__) != (obj.__module__, obj.__qualname__):
+            raise BadInputError(f"CAM source {name!r} is already registered by {old.__module__}.{old.__qualname__}")
+        _CAM_SOURCES[name] = obj
+        return obj
+    return deco
+
+def cam_source_names()->list[str]:
+    "Names `create_cam_source` knows (registered now)."
+    return sorted(_CAM_SOURCES)
+
+def create_cam_source(name:str, # registered name ('files', 'cam', 'clip_es', ...)
+                      **options, # passed to the source's constructor
+                     )->CAMSource:
+    "Build a CAM source by name, timm-style."
+    if name not in _CAM_SOURCES and name in _LAZY_SOURCES:
+        try: importlib.import_module(_LAZY_SOURCES[name])
+        except ModuleNotFoundError as e:
+            if e.name != _LAZY_SOURCES[name]: raise
+    if name not in _CAM_SOURCES:
+        raise BadInputError(f"unknown CAM source {name!r}; registered: {cam_source_names()}")
+    return _CAM_SOURCES[name](**options)
+
+# %% ../nbs/03_cam.ipynb #0286dd55
+@register_cam_source('files')
+class FileCAMSource(CAMSource):
+    "CAMs read from a folder of `<image_id>.npy` CAM files (wsss, CLIP-ES, IRN/CLIMS or MCTformer format)."
+    def __init__(self, root:str|Path, # folder of CAM files
+                 format:str='auto', # as load_cam_file
+                 key:str|None=None, # which map of the file (default: the evaluation map)
+                 strict:bool=False, # the file must hold exactly the requested keys
+                 normalize:str|None=None, # None (maps already in [0,1]), 'max' or 'minmax'
+                 n_classes:int|None=None, # check keys are in [0, n_classes)
+                ):
+        self.root = Path(root)
+        if not self.root.is_dir(): raise MissingFileError(f"{self.root}: CAM folder not found")
+        if normalize not in (None, 'max', 'minmax'): raise BadInputError(f"unknown normalize {normalize!r}: use None, 'max' or 'minmax'")
+        self.format, self.key, self.strict, self.normalize, self.n_classes = format, key, strict, normalize, n_classes
+
+    def path(self, image_id:str)->Path: return self.root/f'{image_id}.npy'
+    def ids(self)->list[str]: return sorted(p.stem for p in self.root.glob('*.npy'))
+
+    def load(self, image_id:str)->dict:
+        "The whole file, as load_cam_file returns it (extras included, for dashboards)."
+        return load_cam_file(self.path(image_id), self.format, self.key, n_classes=self.n_classes)
+
+    def cams(self, image, keys, image_id=None)->np.ndarray:
+        if image_id is None: raise BadInputError("FileCAMSource.cams needs image_id to find <root>/<image_id>.npy")
+        p = self.path(image_id)
+        want = _check_keys(keys, p)
+        d = load_cam_file(p, self.format, self.key, expect_keys=want if self.strict else None, n_classes=self.n_classes)
+        have = d['keys'].tolist()
+        missing = [k for k in want.tolist() if k not in have]
+        if missing: raise BadInputError(f"{p}: no CAM for classes {missing} (file holds {have})")
+        c = d['cams'][[have.index(k) for k in want.tolist()]] if len(want) else d['cams'][:0]
+        if self.normalize == 'max': c = max_norm(c, relu=True)
+        elif self.normalize == 'minmax': c = minmax_norm(c)
+        if c.size and not np.isfinite(c).all(): raise BadInputError(f"{p}: CAMs contain NaN or inf")
+        if c.size and (c.min() < -1e-3 or c.max() > 1 + 1e-3):
+            raise BadInputError(f"{p}: CAM values lie in [{c.min():.3g}, {c.max():.3g}], not [0,1]; pass normalize='max' or 'minmax'")
+        if image is not None:
+            image = _check_image(image, f"image {image_id}")
+            c = resize_cams(c, image.shape[:2]) if c.shape[0] else np.zeros((0, *image.shape[:2]), np.float32)
+        return np.clip(c, 0, 1).astype(np.float32, copy=False)
+
+# %% ../nbs/03_cam.ipynb #fe2ef495
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+@register_cam_source('cam')
+class ClassifierCAMSource(CAMSource):
+    "CAM / Grad-CAM maps of a classifier (timm model or module with features + linear head), IRN-style fusion."
+    def __init__(self, model:nn.Module|str='resnet50', # a module, or a timm model name
+                 pretrained:bool=False, # timm pretrained weights (needs them downloaded or cached)
+                 num_classes:int=20, # classes of the head when created by name
+                 checkpoint:str|Path|None=None, # state dict to load (safely, weights_only)
+                 method:str='cam', # 'cam' or 'gradcam'
+                 target_layer:str|None=None, # Grad-CAM layer (default: ViT 'blocks.-1.norm1', else timm's last feature stage)
+                 score='logit', # Grad-CAM score: 'logit', 'softmax' or callable
+                 scales:Sequence[float]=(1.0,), # IRN: (1.0, 0.5, 1.5, 2.0)
+                 flip:bool=False, # add flipped passes (IRN: True)
+                 norm:str='max', # 'max' (IRN) or 'minmax' (CLIP-ES)
+                 mean=None, std=None, # input normalisation (default: model's pretrained_cfg, else ImageNet)
+                 input_size:tuple|None=None, # resize the image to (H, W) before the network (fixed-size models)
+                 device=None, # default_device()
+                 **model_kwargs, # passed to timm.create_model
+                ):
+        from wsss_lib.core import default_device, load_torch
+        if method not in ('cam', 'gradcam'): raise BadInputError(f"unknown method {method!r}: use 'cam' or 'gradcam'")
+        if norm not in ('max', 'minmax'): raise BadInputError(f"unknown norm {norm!r}: use 'max' or 'minmax'")
+        if isinstance(model, str):
+            import timm
+            if not timm.is_model(model.split('.')[0]): raise BadInputError(f"unknown timm model {model!r}")
+            try: model = timm.create_model(model, pretrained=pretrained, num_classes=num_classes, **model_kwargs)
+            except Exception as e:
+                if not pretrained: raise
+                raise MissingFileError(f"timm could not load pretrained weights for {model!r} ({type(e).__name__}: {e}); "
+                                       "download them once with network access (they go to the Hugging Face cache) or pass checkpoint=") from e
+        if checkpoint is not None:
+            sd = load_torch(checkpoint)
+            for k in ('model', 'state_dict'):
+                if isinstance(sd, dict) and k in sd and isinstance(sd[k], dict): sd = sd[k]
+            try: model.load_state_dict(sd, strict=True)
+            except RuntimeError as e: raise BadInputError(f"{checkpoint}: weights do not fit the model ({str(e)[:500]})") from e
+        self.device = default_device(device)
+        self.model = model.to(self.device).eval()
+        cfg = getattr(model, 'pretrained_cfg', None) or {}
+        self.mean = torch.tensor(mean or cfg.get('mean') or IMAGENET_MEAN, dtype=torch.float32).view(3, 1, 1)
+        self.std = torch.tensor(std or cfg.get('std') or IMAGENET_STD, dtype=torch.float32).view(3, 1, 1)
+        _, self.patch = _model_grid(model)
+        if method == 'cam': self.method = CAM(model)
+        else:
+            if target_layer is None:
+                if getattr(model, 'blocks', None) is not None and self.patch is not None: target_layer = 'blocks.-1.norm1'
+                elif getattr(model, 'feature_info', None): target_layer = model.feature_info[-1]['module']
+                else: raise BadInputError(f"{type(model).__name__}: pass target_layer= for Grad-CAM")
+            self.method = GradCAM(model, target_layer, score=score)
+        self.scales, self.flip, self.norm, self.input_size = tuple(scales), flip, norm, input_size
+
+    def _input(self, image)->torch.Tensor:
+        x = torch.from_numpy(image).permute(2, 0, 1).float().div_(255)
+        x = ((x - self.mean) / self.std)[None]
+        size = self.input_size
+        if size is None and self.patch is not None and getattr(self.model, 'patch_embed', None) is not None:
+            H, W = x.shape[-2:]; ph, pw = self.patch
+            size = (math.ceil(H / ph) * ph, math.ceil(W / pw) * pw)
+        if size is not None and tuple(size) != tuple(x.shape[-2:]):
+            x = F.interpolate(x, size=tuple(size), mode='bicubic', align_corners=False)
+        return x[0].to(self.device)
+
+    def raw_cams(self, image, keys)->torch.Tensor:
+        "Fused, ReLU'd, un-normalised maps K×H×W at the image size."
+        image = _check_image(image)
+        keys = _check_keys(keys, 'keys')
+        H, W = image.shape[:2]
+        x = self._input(image)
+        h_in, w_in = x.shape[-2:]
+        def up(hw):  # IRN's strided-up size: the map's cells times the output stride, at least the input size
+            s = 2 ** round(math.log2(max(h_in / hw[0], 1)))
+            return (max(hw[0] * s, h_in), max(hw[1] * s, w_in))
+        fn = lambda t: self.method(t, keys)
+        m = multiscale_flip(fn, x, self.scales, self.flip, reduce='sum', relu=True, size=up)[:, :h_in, :w_in]
+        if (h_in, w_in) != (H, W): m = F.interpolate(m[None], size=(H, W), mode='bilinear', align_corners=False)[0]
+        return m.detach().float().cpu()
+
+    def cams(self, image, keys, image_id=None)->np.ndarray:
+        m = self.raw_cams(image, keys)
+        m = max_norm(m) if self.norm == 'max' else minmax_norm(m)
+        return m.numpy().astype(np.float32, copy=False)
