@@ -18,7 +18,7 @@ __all__ = ['VOC_CLASSES', 'COCO_CLASSES', 'COCO_CATEGORY_IDS', 'VOC_BACKGROUND',
            'IMAGENET_MEAN', 'IMAGENET_STD', 'CLIP_MEAN', 'CLIP_STD', 'class_index', 'voc_palette', 'colorize_mask',
            'read_mask', 'save_mask', 'load_npy_dict', 'load_cls_labels', 'labels_from_mask', 'labels_from_xml',
            'labels_to_keys', 'data_root', 'read_split', 'read_split_labels', 'load_dataset_info', 'SegDataset',
-           'voc_dataset', 'coco_dataset', 'mask_labels', 'make_synthetic_voc', 'ClsDataset']
+           'voc_dataset', 'coco_dataset', 'mask_labels', 'load_captions', 'make_synthetic_voc', 'ClsDataset']
 
 # %% ../nbs/01_data.ipynb #ac3478d6
 VOC_CLASSES = ('aeroplane', 'bicycle', 'bird', 'boat', 'bottle', 'bus', 'car', 'cat', 'chair', 'cow', 'diningtable',
@@ -426,6 +426,12 @@ class SegDataset:
         "int64 indices of the classes present."
         return labels_to_keys(self.labels(id_))
 
+    def caption(self, id_:str)->str:
+        "The caption of `id_` from `<root>/captions.json` (synthetic datasets)."
+        if getattr(self, '_captions', None) is None: self._captions = load_captions(self.root)
+        if id_ not in self._captions: raise BadInputError(f"{self.root/'captions.json'}: no caption for {id_!r}")
+        return self._captions[id_]
+
     def __getitem__(self, i:int)->dict:
         id_ = self.ids[i]
         img = self.image(id_)
@@ -729,6 +735,16 @@ def _write_synthetic(args):
     save_mask(root/'SegmentationClass'/f'{id_}.png', mask)
     return id_, cap, labels_from_mask(mask, len(p['classes'])), ctxs
 
+def load_captions(root:str|Path, # a dataset folder with captions.json
+                 )->dict: # id -> caption
+    "The captions of a (synthetic) dataset, `{id: caption}`."
+    p = Path(root)/'captions.json'
+    if not p.exists(): raise MissingFileError(f"{p}: no captions for this dataset (make_synthetic_voc writes them)")
+    try: d = json.loads(p.read_text())
+    except json.JSONDecodeError as e: raise BadInputError(f"{p}: not valid JSON ({e})") from e
+    if not isinstance(d, dict): raise BadInputError(f"{p}: expected a JSON object {{id: caption}}")
+    return d
+
 def make_synthetic_voc(root:str|Path, # output folder (created)
                        n_train:int=200, # train images
                        n_val:int=50, # val images
@@ -762,17 +778,19 @@ def make_synthetic_voc(root:str|Path, # output folder (created)
                   scale=float(scale), void_border=int(void_border), jitter=float(jitter), noise=float(noise),
                   jpeg_quality=int(jpeg_quality))
     marker = root/'.wsss_synthetic.json'
-    if (root/'dataset.json').exists():
-        old = load_dataset_info(root).get('params')
-        if old == params: return root
-        if not overwrite:
-            raise BadInputError(f"{root} already holds a different dataset (params {old}); pass overwrite=True to replace it")
-    elif root.exists() and any(root.iterdir()):
-        same = marker.exists() and json.loads(marker.read_text()) == params   # an unfinished run of the same dataset
-        if not same and not overwrite:
-            raise BadInputError(f"{root} is not empty and holds no synthetic dataset made with these parameters; "
-                                f"pass overwrite=True to replace it (removes {', '.join(_SYNTH_FILES)})")
-    if overwrite:
+    done = (root/'dataset.json').exists()
+    info = load_dataset_info(root) if done else {}
+    ours = (done and info.get('name') == 'synthetic-voc') or marker.exists()
+    if done and ours and info.get('params') == params: return root          # already there: nothing to do
+    if root.exists() and any(root.iterdir()):
+        if not ours:   # never delete data the generator did not make, even with overwrite=True
+            raise BadInputError(f"{root} is not empty and holds no synthetic dataset; choose an empty or new folder "
+                                f"(make_synthetic_voc only replaces datasets it made itself)")
+        unfinished_same = not done and json.loads(marker.read_text()) == params
+        if not unfinished_same and not overwrite:
+            raise BadInputError(f"{root} already holds a different synthetic dataset (params "
+                                f"{info.get('params') if done else json.loads(marker.read_text())}); pass overwrite=True to replace it")
+    if ours:
         for name in _SYNTH_FILES:
             q = root/name
             if q.is_dir(): shutil.rmtree(q)
