@@ -696,14 +696,17 @@ def _draw_synthetic(args):
             tex = np.broadcast_to(_jit(rng, [110, 100, 90], 20), (H, W, 3))
         occl.append((m, tex))
     placed.sort(key=lambda o: o['depth'])  # far (higher) objects first
-    cover = np.zeros((H, W), bool)
-    for m, _ in occl: cover |= m
-    keep = []
-    for o in reversed(placed):   # nearest first: what is in front of each object
-        vis = o['full'] & ~cover
-        if vis.sum() >= 0.35 * o['full'].sum() and vis.sum() >= 12:
-            keep.append(o); cover |= o['full']
-    keep.reverse()
+    def _visible(occl):
+        cover = np.zeros((H, W), bool)
+        for m, _ in occl: cover |= m
+        keep = []
+        for o in reversed(placed):   # nearest first: what is in front of each object
+            vis = o['full'] & ~cover
+            if vis.sum() >= 0.35 * o['full'].sum() and vis.sum() >= 12:
+                keep.append(o); cover |= o['full']
+        return keep[::-1]
+    keep = _visible(occl)
+    if not keep and occl: occl = []; keep = _visible(occl)   # an occluder never hides the only object
     mask = np.zeros((H, W), np.uint8)
     for o in keep:
         for m, c in o['parts']:   # lit from above: brighter at the top of the sprite
