@@ -21,7 +21,7 @@ from .core import BadInputError, MissingFileError, default_device
 
 # %% auto #0
 __all__ = ['CLIP_ES_TEMPLATE', 'CLIP_ES_ALT_TEMPLATE', 'VOC_CLASSES_PLAIN', 'VOC_NAMES_CLIP_ES', 'VOC_BACKGROUND',
-           'COCO_CLASSES_PLAIN', 'COCO_NAMES_CLIP_ES', 'COCO_BACKGROUND', 'tiny_clip_config', 'register_model_config',
+           'COCO_CLASSES_PLAIN', 'COCO_NAMES_CLIP_ES', 'COCO_BACKGROUND', 'small_clip_config', 'register_model_config',
            'register_pretrained', 'get_model_config', 'read_state_dict', 'clip_cache_dir', 'resolve_weights', 'Clip',
            'load_clip', 'fuse_synonyms', 'prompts', 'imagenet_templates', 'dataset_texts', 'patch_multiple_size',
            'to_clip_input', 'interpolate_pos_embed', 'vit_embed', 'vit_blocks', 'vit_pool', 'attention_weights',
@@ -32,7 +32,7 @@ __all__ = ['CLIP_ES_TEMPLATE', 'CLIP_ES_ALT_TEMPLATE', 'VOC_CLASSES_PLAIN', 'VOC
 _MODEL_CONFIGS:dict = {}
 _PRETRAINED:dict = {}
 
-def tiny_clip_config(image_size:int=32, # native input size of the vision tower
+def small_clip_config(image_size:int=32, # native input size of the vision tower
                      patch_size:int=8, # ViT patch size
                      width:int=32, # vision width
                      layers:int=3, # vision blocks
@@ -63,11 +63,12 @@ def register_pretrained(tag:str, # the pretrained tag, e.g. 'wsss-tiny'
                         mean:tuple=OPENAI_DATASET_MEAN, # normalisation the weights were trained with
                         std:tuple=OPENAI_DATASET_STD,
                         quick_gelu:bool|None=None, # activation override; None = the config's
+                        tokenizer=None, # a callable list[str] -> LongTensor [n, context]; None = open_clip's for the model
                        ):
-    "Give a local weights file a pretrained tag: `load_clip(pretrained=tag)` then finds model and file."
+    "Give a local weights file a pretrained tag: `load_clip(pretrained=tag)` then finds model, file (and tokenizer)."
     if isinstance(model, dict):
         register_model_config(f'{tag}-model', model); model = f'{tag}-model'
-    _PRETRAINED[tag] = dict(path=Path(path), model=model, mean=tuple(mean), std=tuple(std), quick_gelu=quick_gelu)
+    _PRETRAINED[tag] = dict(path=Path(path), model=model, mean=tuple(mean), std=tuple(std), quick_gelu=quick_gelu, tokenizer=tokenizer)
 
 def get_model_config(name:str)->dict:
     "The config dict of a registered or open_clip built-in architecture."
@@ -241,8 +242,10 @@ def load_clip(name:str|None=None, # open_clip or registered model name; None = '
     model = _build(cfg, precision, device, quick_gelu)
     if sd is not None: _load_into(model, sd, path, name)
     tl = cfg['text_cfg'].get('context_length', 77)
-    tok = open_clip.get_tokenizer(name) if name not in _MODEL_CONFIGS and 'hf_tokenizer_name' not in cfg['text_cfg'] \
-          else open_clip.tokenizer.SimpleTokenizer(context_length=tl)
+    tok = tag_cfg.get('tokenizer')
+    if tok is None:
+        tok = open_clip.tokenizer.SimpleTokenizer(context_length=tl) if name in _MODEL_CONFIGS or 'hf_tokenizer_name' not in cfg['text_cfg'] \
+              and open_clip.get_model_config(name.replace('/', '-')) is None else open_clip.get_tokenizer(name.replace('/', '-'))
     return Clip(model, tok, name, pretrained, mean, std)
 
 # %% ../nbs/05_clip.ipynb #0716d970
