@@ -13,7 +13,7 @@ from .core import BadInputError, MissingFileError, WsssError, parallel_map, prog
 # %% auto #0
 __all__ = ['DEFAULT_THRESHOLDS', 'DEFAULT_POWERS', 'confusion_matrix', 'iou_per_class', 'miou', 'precision_recall', 'scores',
            'cams_to_label', 'CurveAccumulator', 'first_local_max', 'Curve', 'ThresholdCurves', 'evaluate_masks',
-           'evaluate_cams', 'threshold_curve']
+           'evaluate_cams', 'threshold_curve', 'average_precision']
 
 # %% ../nbs/02_metrics.ipynb #ac3478d6
 _PRED_INVALID = ('error', 'ignore', 'bg')
@@ -478,3 +478,32 @@ def threshold_curve(cam_dir:str|Path, # folder of <id>.npy CAM files
     acc = CurveAccumulator(n, thresholds, powers)
     for p in parts: acc += p
     return acc.result(convention, selection, class_names if class_names is not None else getattr(gt, 'classes', None))
+
+# %% ../nbs/02_metrics.ipynb #cb7a1d77
+def _ap(scores:np.ndarray, pos:np.ndarray)->float:
+    "Non-interpolated AP of one ranking (sklearn's definition; ties broken by a stable sort on -score)."
+    if pos.sum() == 0: return float('nan')
+    o = np.argsort(-scores, kind='stable')
+    s, p = scores[o], pos[o].astype(np.float64)
+    # thresholds at distinct score values: group tied scores as sklearn does
+    last = np.r_[np.nonzero(np.diff(s))[0], len(s) - 1]
+    tp = np.cumsum(p)[last]; fp = (last + 1) - tp
+    prec, rec = tp / (tp + fp), tp / p.sum()
+    return float(np.sum(np.diff(np.r_[0, rec]) * prec))
+
+def average_precision(scores:np.ndarray, # N×C classifier scores (any monotone scale: logits, probabilities)
+                      labels:np.ndarray, # N×C multi-hot ground truth
+                      class_names:list|None=None, # for the per-class dict
+                      per_image:bool=False, # also MCTformer's per-image mean AP
+                     )->dict: # dict(mAP, ap={class: AP}, [per_image_mAP])
+    "Per-class average precision and their mean (classes without positives are left out of the mean)."
+    scores, labels = np.asarray(scores, np.float64), np.asarray(labels) > 0
+    if scores.shape != labels.shape or scores.ndim != 2:
+        raise BadInputError(f"average_precision: scores {scores.shape} and labels {labels.shape} must both be N×C")
+    aps = np.array([_ap(scores[:, c], labels[:, c]) for c in range(scores.shape[1])])
+    names = _names(class_names, scores.shape[1])
+    out = dict(mAP=_none_nan(np.nanmean(aps)) if np.isfinite(aps).any() else None, ap={n: _none_nan(a) for n, a in zip(names, aps)})
+    if per_image:
+        pi = np.array([_ap(scores[i], labels[i]) for i in range(len(scores))])
+        out['per_image_mAP'] = _none_nan(np.nanmean(pi)) if np.isfinite(pi).any() else None
+    return out
