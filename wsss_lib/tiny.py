@@ -13,9 +13,11 @@ from open_clip.model import CLIP
 from .core import BadInputError, MissingFileError, atomic_write, save_json
 
 # %% auto #0
-__all__ = ['WEIGHTS_DIR', 'TINY_CLIP', 'TINY_TAG', 'tiny_clip_config', 'build_clip', 'vocab_from_texts', 'CompactTokenizer',
-           'sha256_file', 'list_weights', 'weights_record', 'weights_file', 'save_weights', 'tokenizer_for',
-           'load_tiny_clip', 'load_timm_weights']
+__all__ = ['WEIGHTS_DIR', 'TINY_CLIP', 'TINY_TAG', 'TEACHING_WORLD', 'CAPTION_TEMPLATES', 'CAPTION_MIX', 'tiny_clip_config',
+           'build_clip', 'vocab_from_texts', 'CompactTokenizer', 'sha256_file', 'list_weights', 'weights_record',
+           'weights_file', 'save_weights', 'tokenizer_for', 'load_tiny_clip', 'shipped_clip_weights',
+           'register_shipped_clip', 'load_timm_weights', 'teaching_world', 'caption_contexts', 'caption_variant',
+           'training_vocabulary', 'average_precision']
 
 # %% ../nbs/09_tiny.ipynb #ac3478d6
 def tiny_clip_config(image_size:int=64, # training image side (CAMs later run at other sizes with interpolated pos. embeddings)
@@ -168,6 +170,30 @@ def load_tiny_clip(name:str=TINY_CLIP, # model name (a record in `root`)
     return model, preprocess, tokenizer_for(rec)
 
 # %% ../nbs/09_tiny.ipynb #0716d970
+def shipped_clip_weights(root:str|Path|None=None)->dict:
+    "Shipped open_clip weights by pretrained tag: dict(model, model_cfg, path, tokenizer, record)."
+    out = {}
+    for name in list_weights(root):
+        rec = weights_record(name, root)
+        if rec.get('kind') != 'open_clip': continue
+        out[rec['pretrained']] = dict(model=name, model_cfg=rec['model_cfg'], path=Path(root or WEIGHTS_DIR)/f'{name}.safetensors',
+                                      tokenizer=tokenizer_for(rec), record=rec)
+    return out
+
+def register_shipped_clip(root:str|Path|None=None, # folder of weights; default `WEIGHTS_DIR`
+                          check:bool=True, # verify each file's sha256 first
+                         )->list[str]:
+    "Register the shipped CLIP weights with `wsss_lib.clip` (model configs, tags, tokenizers); returns the tags."
+    from wsss_lib import clip as wclip
+    tags = []
+    for tag, e in shipped_clip_weights(root).items():
+        if check: weights_file(e['model'], root)
+        wclip.register_model_config(e['model'], e['model_cfg'])
+        wclip.register_pretrained(tag, e['path'], model=e['model'], tokenizer=e['tokenizer'], quick_gelu=False)
+        tags.append(tag)
+    return tags
+
+# %% ../nbs/09_tiny.ipynb #91032ad7
 def load_timm_weights(name:str, # a record in `root` of kind 'timm'
                       device:str|torch.device='cpu',
                       root:str|Path|None=None,
@@ -183,3 +209,67 @@ def load_timm_weights(name:str, # a record in `root` of kind 'timm'
     overlay = dict(file=str(path), num_classes=kw.get('num_classes', 1000))
     model = timm.create_model(rec['model_name'], pretrained=True, pretrained_cfg_overlay=overlay, **kw)
     return model.to(device).eval()
+
+# %% ../nbs/09_tiny.ipynb #d435a6cd
+TEACHING_WORLD = dict(n_train=2000, n_val=200, seed=0)   # the world the shipped weights were trained on
+
+def teaching_world(root:str|Path|None=None, # parent folder; None = $WSSS_DATA, else <repo>/data, else ~/wsss_data
+                   n_train:int=TEACHING_WORLD['n_train'], n_val:int=TEACHING_WORLD['n_val'],
+                   seed:int=TEACHING_WORLD['seed'], # world seed
+                   n_jobs:int=1, # generator processes
+                  )->Path:
+    "Folder of the synthetic world with these parameters, generated on first use (`make_synthetic_voc`)."
+    import os
+    from wsss_lib.data import make_synthetic_voc
+    if root is None:
+        env = os.environ.get('WSSS_DATA')
+        repo = Path(__file__).resolve().parents[1] if '__file__' in globals() else Path('..').resolve()
+        root = Path(env) if env else (repo/'data' if (repo/'settings.ini').exists() else Path.home()/'wsss_data')
+    folder = Path(root)/f'synthetic-voc-s{seed}-{n_train}-{n_val}'
+    # overwrite: a folder made by an older generator version is redrawn (make_synthetic_voc only replaces its own datasets)
+    return make_synthetic_voc(folder, n_train=n_train, n_val=n_val, seed=seed, n_jobs=n_jobs, overwrite=True)
+
+# %% ../nbs/09_tiny.ipynb #f6e1126c
+CAPTION_TEMPLATES = ('a clean origami {}.', 'a rendering of a weird {}.', 'a photo of a {}.', 'a picture of a {}.',
+                     'a photo of the {}.', 'a good photo of a {}.', 'itap of a {}.', 'a {}.')
+CAPTION_MIX = dict(caption=0.35, classes=0.25, one_class=0.2, context=0.2)  # how often each kind of text is drawn
+
+def caption_contexts(caption:str, contexts)->list[str]:
+    "The context words (e.g. `background_texts`) a caption names, in the contexts' order."
+    words = set(caption.replace(',', ' ').split())
+    return [c for c in contexts if c in words]
+
+def caption_variant(rng:np.random.Generator, # drives the choice (seed it per epoch for reproducible runs)
+                    caption:str, # the image's caption
+                    class_names:list, # names of the classes present
+                    contexts:list, # context words present (`caption_contexts`)
+                    templates=CAPTION_TEMPLATES, mix:dict=CAPTION_MIX,
+                   )->str:
+    "One training text for an image: its caption or a templated prompt of its classes or contexts."
+    kinds = [k for k in mix if (k == 'caption') or (k in ('classes', 'one_class') and class_names) or (k == 'context' and contexts)]
+    p = np.array([mix[k] for k in kinds]); k = kinds[rng.choice(len(kinds), p=p / p.sum())]
+    if k == 'caption': return caption
+    t = templates[rng.integers(len(templates))]
+    if k == 'classes': return t.format(' and '.join(class_names))
+    if k == 'one_class': return t.format(class_names[rng.integers(len(class_names))])
+    return t.format(contexts[rng.integers(len(contexts))])
+
+def training_vocabulary(captions, # all training captions
+                        class_names, context_words, templates=CAPTION_TEMPLATES)->list[int]:
+    "BPE ids of every text `caption_variant` can produce (and so of every prompt built from these templates)."
+    texts = list(captions) + [t.format(n) for t in templates for n in list(class_names) + list(context_words)]
+    texts += [' and '.join(class_names)]
+    return vocab_from_texts(texts)
+
+# %% ../nbs/09_tiny.ipynb #0a57cb53
+def average_precision(scores:np.ndarray, # [N, C] scores
+                      labels:np.ndarray, # [N, C] 0/1 labels
+                     )->np.ndarray:
+    "AP per column [C] (NaN for a column without positives); ties broken by input order."
+    scores, labels = np.asarray(scores, np.float64), np.asarray(labels) > 0
+    order = np.argsort(-scores, axis=0, kind='stable')
+    lab = np.take_along_axis(labels, order, 0)
+    tp = np.cumsum(lab, 0); prec = tp / np.arange(1, len(lab) + 1)[:, None]
+    npos = lab.sum(0)
+    with np.errstate(invalid='ignore', divide='ignore'):
+        return np.where(npos > 0, (prec * lab).sum(0) / npos, np.nan)
