@@ -304,11 +304,13 @@ def dataset_texts(dataset='voc', # 'voc', 'coco', or a dict with `classes` (+ op
         raise BadInputError(f"unknown dataset {dataset!r} for CLIP texts: use 'voc', 'coco' or a dict with 'classes'")
     if not isinstance(dataset, dict) or not dataset.get('classes'):
         raise BadInputError("dataset texts need a dict with a non-empty 'classes' list (as in dataset.json)")
-    classes = list(dataset['classes'])
-    if classes == VOC_CLASSES_PLAIN and 'synonyms' not in dataset and 'background_texts' not in dataset:
-        return list(VOC_NAMES_CLIP_ES), list(VOC_BACKGROUND)
+    classes, bg = list(dataset['classes']), dataset.get('background_texts')
+    if 'synonyms' not in dataset:   # VOC / COCO classes with their default background: CLIP-ES's own lists
+        if classes == VOC_CLASSES_PLAIN and (bg is None or list(bg) == VOC_BACKGROUND): return dataset_texts('voc')
+        if len(classes) == 80 and str(dataset.get('name', '')).lower().startswith('coco') and (bg is None or list(bg) in (VOC_BACKGROUND, COCO_BACKGROUND)):
+            return dataset_texts('coco')
     syn = dataset.get('synonyms') or {}
-    return [fuse_synonyms(c, syn.get(c, ())) for c in classes], list(dataset.get('background_texts') or [])
+    return [fuse_synonyms(c, syn.get(c, ())) for c in classes], list(bg or [])
 
 # %% ../nbs/05_clip.ipynb #91032ad7
 @torch.no_grad()

@@ -83,21 +83,31 @@ def softmax_gradcam(clip:Clip, tokens:torch.Tensor, # [1,N,D] from `frozen_forwa
                     text:torch.Tensor, # [K+M,E]: the K present classes first, then the background texts
                     n_classes:int, # K
                     grid:tuple[int, int], # (h, w)
+                    strategy:str='vmap', # 'vmap': one forward, one batched backward (is_grads_batched); 'copies': K copies, one backward
                    )->dict: # cams [K,h,w], scores [K+M], attn (last block, head-averaged [1,N,N])
-    "Softmax-GradCAM for all K present classes with one batched last block and ONE backward pass."
+    "Softmax-GradCAM for all K present classes with ONE (batched) backward pass through the last block."
     K = int(n_classes)
     if not 1 <= K <= len(text): raise BadInputError(f"need 1 <= K <= {len(text)} present classes, got {K}")
+    if strategy not in ('vmap', 'copies'): raise BadInputError(f"strategy {strategy!r}: use 'vmap' or 'copies'")
     blk = clip.visual.transformer.resblocks[-1]
     x = tokens.detach()
     with torch.no_grad():
         A0 = blk.ln_1(x)
         attn = attention_weights(blk.attn, A0).mean(1)
+    idx = torch.arange(K, device=x.device)
     with torch.enable_grad():
-        A = A0.expand(K, -1, -1).clone().requires_grad_(True)
-        s = last_block_scores(clip, x.expand(K, -1, -1), A, text)         # [K, K+M]
-        idx = torch.arange(K, device=s.device)
-        g, = torch.autograd.grad(s[idx, idx].sum(), A)
-    return dict(cams=gradcam_maps(A.detach(), g, grid), scores=s[0].detach().float(), attn=attn)
+        if strategy == 'vmap':
+            A = A0.clone().requires_grad_(True)
+            s = last_block_scores(clip, x, A, text)                            # [1, K+M], one forward
+            go = torch.zeros(K, *s.shape, dtype=s.dtype, device=s.device); go[idx, 0, idx] = 1
+            g, = torch.autograd.grad(s, A, grad_outputs=go, is_grads_batched=True)  # [K,1,N,D]
+            g, acts = g[:, 0], A.detach().expand(K, -1, -1)
+        else:
+            A = A0.expand(K, -1, -1).clone().requires_grad_(True)
+            s = last_block_scores(clip, x.expand(K, -1, -1), A, text)          # [K, K+M]
+            g, = torch.autograd.grad(s[idx, idx].sum(), A)
+            acts = A.detach()
+    return dict(cams=gradcam_maps(acts, g, grid), scores=s[0].detach().float(), attn=attn)
 
 def softmax_gradcam_loop(clip:Clip, tokens:torch.Tensor, text:torch.Tensor, n_classes:int, grid:tuple[int, int])->dict:
     "The official procedure: hooks on the last block's ln_1, one forward and one backward pass per class (reference)."
@@ -208,7 +218,8 @@ class ClipES(CAMSource):
         dn, db = dataset_texts(dataset)
         self.names, self.background = list(names if names is not None else dn), list(background if background is not None else db)
         self.template, self.n_attn_layers, self.n_squarings = template, n_attn_layers, n_squarings
-        is_coco = isinstance(dataset, str) and dataset.lower().startswith('coco')
+        dname = dataset if isinstance(dataset, str) else str(dataset.get('name', '')) if isinstance(dataset, dict) else ''
+        is_coco = dname.lower().startswith('coco')
         self.tau = tau if tau is not None else (0.7 if is_coco else 0.4)
         self.scales, self.flip, self.border_quirk, self.pos_embed_fp16, self.batched = tuple(scales), flip, border_quirk, pos_embed_fp16, batched
         self.fg = self.clip.text_features(self.names, template)
