@@ -17,7 +17,7 @@ __all__ = ['WEIGHTS_DIR', 'TINY_CLIP', 'TINY_TAG', 'TEACHING_WORLD', 'CAPTION_TE
            'build_clip', 'vocab_from_texts', 'CompactTokenizer', 'sha256_file', 'list_weights', 'weights_record',
            'weights_file', 'save_weights', 'tokenizer_for', 'load_tiny_clip', 'shipped_clip_weights',
            'register_shipped_clip', 'load_timm_weights', 'teaching_world', 'caption_contexts', 'caption_variant',
-           'training_vocabulary', 'average_precision']
+           'training_vocabulary']
 
 # %% ../nbs/09_tiny.ipynb #ac3478d6
 def tiny_clip_config(image_size:int=64, # training image side (CAMs later run at other sizes with interpolated pos. embeddings)
@@ -260,16 +260,3 @@ def training_vocabulary(captions, # all training captions
     texts = list(captions) + [t.format(n) for t in templates for n in list(class_names) + list(context_words)]
     texts += [' and '.join(class_names)]
     return vocab_from_texts(texts)
-
-# %% ../nbs/09_tiny.ipynb #0a57cb53
-def average_precision(scores:np.ndarray, # [N, C] scores
-                      labels:np.ndarray, # [N, C] 0/1 labels
-                     )->np.ndarray:
-    "AP per column [C] (NaN for a column without positives); ties broken by input order."
-    scores, labels = np.asarray(scores, np.float64), np.asarray(labels) > 0
-    order = np.argsort(-scores, axis=0, kind='stable')
-    lab = np.take_along_axis(labels, order, 0)
-    tp = np.cumsum(lab, 0); prec = tp / np.arange(1, len(lab) + 1)[:, None]
-    npos = lab.sum(0)
-    with np.errstate(invalid='ignore', divide='ignore'):
-        return np.where(npos > 0, (prec * lab).sum(0) / npos, np.nan)

@@ -1,0 +1,101 @@
+"""The teaching world: the tiny CLIP's training is deterministic and resumable, the shipped weights load by name and
+their records match the notebook that made them (issue 6)."""
+import json, os, subprocess, sys
+from pathlib import Path
+import pytest
+import torch
+import wsss_lib
+from wsss_lib.tiny import (WEIGHTS_DIR, TINY_CLIP, TINY_TAG, TEACHING_WORLD, weights_record, weights_file, list_weights,
+                           register_shipped_clip, load_tiny_clip, load_timm_weights, sha256_file)
+from wsss_lib.runs import notebook_parameters
+
+REPO = Path(wsss_lib.__file__).resolve().parents[1]
+EXP = REPO/'nbs'/'experiments'
+TRAIN_NB = EXP/'train_tiny_clip.ipynb'
+CNN_NAME = 'wsss-tiny-cnn'
+
+
+def run_nb(nb, out_dir, **params):
+    import papermill as pm
+    out_dir = Path(out_dir); out_dir.mkdir(parents=True, exist_ok=True)
+    pm.execute_notebook(str(nb), str(out_dir/'executed.ipynb'), parameters=dict(run_dir=str(out_dir), **params),
+                        kernel_name='python3', cwd=str(out_dir), progress_bar=False)
+    return json.loads((out_dir/'weights'/f'{TINY_CLIP}.json').read_text())
+
+
+@pytest.fixture(scope='module')
+def smoke_world(tmp_path_factory):
+    d = tmp_path_factory.mktemp('data')
+    old = os.environ.get('WSSS_DATA'); os.environ['WSSS_DATA'] = str(d)
+    yield d
+    if old is None: os.environ.pop('WSSS_DATA', None)
+    else: os.environ['WSSS_DATA'] = old
+
+
+def test_smoke_training_is_bit_reproducible_and_resumes(tmp_path, smoke_world):
+    "Same seed -> same weights bit for bit; an interrupted run resumed from its checkpoint ends with the same weights."
+    a = run_nb(TRAIN_NB, tmp_path/'a', smoke=True)
+    b = run_nb(TRAIN_NB, tmp_path/'b', smoke=True, stop_after=1)           # interrupted after epoch 1 of 2 ...
+    assert b['sha256'] != a['sha256']
+    b = run_nb(TRAIN_NB, tmp_path/'b', smoke=True)                         # ... and resumed
+    assert b['sha256'] == a['sha256']
+    c = run_nb(TRAIN_NB, tmp_path/'c', smoke=True, seed=1)                 # another seed: other weights
+    assert c['sha256'] != a['sha256']
+    m = json.loads((tmp_path/'a'/'metrics.json').read_text())
+    assert 0 <= m['mAP'] <= 100 and len(m['history']) == 2
+
+
+shipped = pytest.mark.skipif(TINY_CLIP not in list_weights(), reason='tiny CLIP weights not shipped yet')
+shipped_cnn = pytest.mark.skipif(CNN_NAME not in list_weights(), reason='tiny CNN weights not shipped yet')
+
+
+@shipped
+def test_shipped_clip_record_matches_the_notebook_defaults():
+    "The record's parameters are the notebook's defaults (= `paper` preset), so `wsss run train_tiny_clip` retrains it."
+    rec = weights_record(TINY_CLIP)
+    defaults = {k: p.default for k, p in notebook_parameters(TRAIN_NB).items()}
+    for k, v in rec['parameters'].items(): assert defaults[k] == v, (k, defaults[k], v)
+    assert rec['parameters']['smoke'] is False and rec['seed'] == defaults['seed']
+    assert rec['notebook'] == 'nbs/experiments/train_tiny_clip.ipynb' and rec['pretrained'] == TINY_TAG
+    assert {k: rec['world'][k] for k in ('n_train', 'n_val', 'seed')} == TEACHING_WORLD
+    assert sha256_file(weights_file(TINY_CLIP)) == rec['sha256']
+    assert rec['bytes'] < 8_000_000 and rec['metrics']['mAP'] > 0
+
+
+@shipped
+def test_shipped_clip_loads_by_name():
+    "Through open_clip's create_model and through wsss_lib.clip.load_clip, the same weights and tokenizer."
+    from wsss_lib.clip import load_clip
+    m1, pre, tok = load_tiny_clip()
+    assert TINY_TAG in register_shipped_clip()
+    c = load_clip(TINY_CLIP, pretrained=TINY_TAG, device='cpu')
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(m1.encode_image(x), c.model.encode_image(x))
+        t = tok(['a clean origami boat.', 'a clean origami water.'])
+        assert torch.equal(t, c.tokenizer(['a clean origami boat.', 'a clean origami water.']))
+        assert torch.equal(m1.encode_text(t), c.model.encode_text(t))
+    assert tok.unknown_words('a clean origami boat on the water.') == []
+
+
+@shipped_cnn
+def test_shipped_cnn_loads_and_has_a_record():
+    rec = weights_record(CNN_NAME)
+    assert rec['kind'] == 'timm' and rec['notebook'] == 'nbs/experiments/cam_baseline.ipynb'
+    assert sha256_file(weights_file(CNN_NAME)) == rec['sha256']
+    m = load_timm_weights(CNN_NAME)
+    with torch.no_grad(): assert m(torch.randn(1, 3, 64, 64)).shape == (1, len(rec['classes']))
+
+
+@pytest.mark.slow
+@shipped
+def test_full_retrain_reproduces_the_shipped_clip(tmp_path):
+    "`wsss run train_tiny_clip --preset paper` gives the shipped weights bit for bit (same machine and thread count), "
+    "or at least their metrics."
+    rec = weights_record(TINY_CLIP)
+    env = dict(os.environ, WSSS_RUNS=str(tmp_path/'runs'))
+    subprocess.run([str(Path(sys.executable).parent/'wsss'), 'run', 'train_tiny_clip', '--preset', 'paper', '--run-id', 'retrain'],
+                   check=True, env=env, timeout=7200)
+    new = json.loads((tmp_path/'runs'/'train_tiny_clip'/'retrain'/'weights'/f'{TINY_CLIP}.json').read_text())
+    assert abs(new['metrics']['mAP'] - rec['metrics']['mAP']) < 1e-6
+    assert new['sha256'] == rec['sha256']
