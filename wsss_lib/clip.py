@@ -130,7 +130,7 @@ def _hf_cached(repo:str, cache_dir)->Path|None:
     except ImportError: return None
     repo_id, fname = os.path.split(repo.rstrip('/')) if not repo.endswith('/') else (repo.rstrip('/'), '')
     names = [fname] if fname else ['open_clip_model.safetensors', 'open_clip_pytorch_model.safetensors', 'open_clip_pytorch_model.bin']
-    for d in ([cache_dir] if cache_dir else []) + [None]:
+    for d in [cache_dir]:   # an explicit cache_dir is where open_clip would have downloaded to; None = the default HF cache
         for n in names:
             try: p = try_to_load_from_cache(repo_id, n, cache_dir=d)
             except Exception: p = None
