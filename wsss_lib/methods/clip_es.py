@@ -198,7 +198,7 @@ def resize_maps(maps:torch.Tensor|np.ndarray, # [K,h,w]
 @register_cam_source('clip_es')
 class ClipES(CAMSource):
     "CLIP-ES CAMs (Softmax-GradCAM + CAA) for images with known present classes; CAM source \"clip_es\"."
-    def __init__(self, model:str|None='ViT-B-16', # open_clip model name (or registered)
+    def __init__(self, model:str|None=None, # open_clip model name (or registered); None = ViT-B-16, or the registered tag's model
                  pretrained:str|None='openai', # tag, registered tag, weights file, or None (random: meaningless CAMs)
                  dataset='voc', # 'voc', 'coco' or a dataset.json-like dict: class strings and background texts
                  names:list|None=None, background:list|None=None, # override the class strings / background texts
