@@ -284,8 +284,11 @@ def capture_output(module:nn.Module, # the layer whose output to keep
     store = {}
     def hook(mod, inp, out):
         if isinstance(out, (tuple, list)): out = out[0]
+        if not torch.is_grad_enabled(): store['out'] = out; return None
+        # a frozen network (no parameter needs grad) still gets gradients at the layer: make its output a leaf
+        if not out.requires_grad: out = out.detach().requires_grad_(True)
         store['out'] = out
-        return out.clone() if out.requires_grad else None
+        return out.clone()
     handle = module.register_forward_hook(hook)
     was_training = model.training if model is not None else None
     if model is not None: model.eval()
@@ -306,20 +309,22 @@ def _model_grid(model):
 
 def to_feature_map(act:torch.Tensor, # the layer output
                    x:torch.Tensor, # the network's input (for the token grid size)
-                   reshape=None, # None: B×C×h×w | 'nhwc': B×h×w×C | 'tokens': B×N×C ViT sequence | callable(act, x)
+                   reshape='auto', # 'auto' (4-D as is, 3-D as tokens) | None: B×C×h×w | 'nhwc' | 'tokens': B×N×C ViT sequence | callable(act, x)
                    n_extra:int=1, # extra tokens ('tokens' only)
                    patch_size=None, # int or (ph, pw): grid = input size // patch ('tokens' only)
                    seq_first:bool=False, # N×B×C tokens ('tokens' only)
                   )->torch.Tensor: # B×C×h×w
     "Bring a layer's output into B×C×h×w layout."
     if callable(reshape): return reshape(act, x)
+    if reshape == 'auto': reshape = 'tokens' if act.ndim == 3 else None
     if reshape is None:
         if act.ndim != 4: raise BadInputError(f"the layer output has shape {tuple(act.shape)}, not B×C×h×w: "
                                               "for ViT token sequences use reshape='tokens', for channels-last 'nhwc'")
         return act
     if reshape == 'nhwc': return act.permute(0, 3, 1, 2)
     if reshape == 'tokens':
-        if patch_size is None: raise BadInputError("reshape='tokens' needs patch_size (or a timm ViT that has patch_embed.patch_size)")
+        if patch_size is None: raise BadInputError(f"the layer output has shape {tuple(act.shape)}: reading it as ViT tokens needs "
+                                                   "patch_size= (or a timm ViT that has patch_embed.patch_size)")
         ph, pw = (patch_size, patch_size) if isinstance(patch_size, int) else patch_size
         return tokens_to_grid(act, x.shape[-2] // ph, x.shape[-1] // pw, n_extra=n_extra, seq_first=seq_first)
     raise BadInputError(f"unknown reshape {reshape!r}: use None, 'nhwc', 'tokens' or a callable")
@@ -350,7 +355,7 @@ class CAM:
     def __init__(self, model:nn.Module, # timm model (forward_features + get_classifier) or a module with features + linear head
                  features:Callable|None=None, # x -> feature map (default: model.forward_features, else model.features)
                  weight:torch.Tensor|None=None, # n×C classifier weights (default: the model's linear head)
-                 reshape=None, n_extra:int|None=None, patch_size=None, # layout of the features, as `to_feature_map`
+                 reshape='auto', n_extra:int|None=None, patch_size=None, # layout of the features, as `to_feature_map`
                 ):
         self.model = model
         if features is None:
@@ -384,7 +389,7 @@ class GradCAM:
     "Grad-CAM on any layer of a CNN or ViT, returning raw maps for several classes per backward pass."
     def __init__(self, model:nn.Module, # the classifier
                  target_layer:str|nn.Module, # dotted path or module whose output is A
-                 reshape=None, # None (B×C×h×w), 'nhwc', 'tokens' (ViT; auto for timm ViTs) or callable(act, x) -> B×C×h×w
+                 reshape='auto', # 'auto' (4-D maps as is, 3-D tokens as a grid), None (B×C×h×w), 'nhwc', 'tokens' or callable(act, x)
                  n_extra:int|None=None, # extra tokens (default: model.num_prefix_tokens, else 1)
                  patch_size=None, # ViT patch size (default: model.patch_embed.patch_size)
                  seq_first:bool=False, # tokens are N×B×C
@@ -396,7 +401,6 @@ class GradCAM:
         self.model, self.layer_name = model, target_layer if isinstance(target_layer, str) else type(target_layer).__name__
         self.layer = get_layer(model, target_layer)
         ne, ps = _model_grid(model)
-        if reshape is None and ps is not None and getattr(model, 'patch_embed', None) is not None: reshape = 'tokens'
         self.reshape, self.n_extra, self.patch_size, self.seq_first = reshape, (ne if n_extra is None else n_extra), (ps if patch_size is None else patch_size), seq_first
         self.score, self.batched = score, batched
 
