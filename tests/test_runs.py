@@ -1,7 +1,7 @@
 """End-to-end tests of the `wsss` command (wsss_lib.runs): parameters, validation, real papermill runs of a toy
 experiment (tests/fixtures/experiments/toy.ipynb), kills with SIGKILL and SIGTERM and exact resume, failures,
 `runs` and `compare`, and the smoke preset of every real experiment in nbs/experiments/."""
-import json, os, signal, subprocess, sys, time
+import json, os, shutil, signal, subprocess, sys, time
 from pathlib import Path
 import numpy as np
 import pytest
@@ -13,7 +13,7 @@ FIXTURES = ROOT/'tests'/'fixtures'/'experiments'
 REAL_EXPERIMENTS = ROOT/'nbs'/'experiments'
 WSSS = Path(sys.executable).parent/'wsss'
 # the killed runs and the uninterrupted one share every value that changes results; the delays only slow them down
-SLOW = ['-p', 'epoch_delay', '1.0', '-p', 'item_delay', '1.5']
+SLOW = ['-p', 'epoch_delay', '0.6', '-p', 'item_delay', '0.6']
 
 
 def env_for(runs, experiments=FIXTURES, **extra):
@@ -211,19 +211,25 @@ def test_missing_dataset(runs, tmp_path):
 
 
 def test_runs_and_compare(baseline, runs):
-    wsss('run', 'toy', '--run-id', 'smoke', '--preset', 'smoke', runs=runs)
+    # a second finished run, made by copying the baseline's record and changing a parameter and a metric
+    d = runs/'toy'/'other'
+    shutil.copytree(baseline[0], d)
+    rec = yaml.safe_load((d/'params.yaml').read_text()); rec['params']['epochs'] = 9; rec['preset'] = 'smoke'
+    (d/'params.yaml').write_text(yaml.safe_dump(rec))
+    m = metrics(d); m['final_loss'] = 0.125; (d/'metrics.json').write_text(json.dumps(m))
+    st = status(d); st['headline'] = {'final_loss': 0.125}; (d/'status.json').write_text(json.dumps(st))
     r = wsss('runs', runs=runs)
     assert r.returncode == 0, r.stderr
     lines = {l.split()[0]: l for l in r.stdout.splitlines()[2:]}
     assert 'finished' in lines['toy/base'] and 'final_loss=' in lines['toy/base']
-    assert 'smoke' in lines['toy/smoke']
+    assert 'smoke' in lines['toy/other'] and 'final_loss=0.125' in lines['toy/other']
     if 'toy/failed' in lines: assert 'failed' in lines['toy/failed']
-    r = wsss('compare', 'toy/base', 'smoke', str(baseline[0]), runs=runs)
+    r = wsss('compare', 'toy/base', 'other', str(baseline[0]), runs=runs)
     assert r.returncode == 0, r.stderr
-    m = metrics(baseline[0])
-    row = next(l for l in r.stdout.splitlines() if l.startswith('final_loss'))
-    assert row.split()[1] == row.split()[3] == f"{m['final_loss']:.4g}"
-    assert 'parameters that differ' in r.stdout and any(l.startswith('epochs') for l in r.stdout.split('differ')[1].splitlines())
+    row = next(l for l in r.stdout.splitlines() if l.startswith('final_loss')).split()
+    assert row[1] == row[3] == f"{metrics(baseline[0])['final_loss']:.4g}" and row[2] == '0.125'
+    differ = r.stdout.split('parameters that differ')[1].splitlines()
+    assert any(l.split()[:3] == ['epochs', '4', '9'] for l in differ) and not any(l.startswith('lr') for l in differ)
     r = wsss('compare', 'toy/base', 'toy/none', runs=runs)
     assert r.returncode == 2 and "no run 'toy/none'" in r.stderr
 

@@ -22,7 +22,7 @@ __all__ = ['DEFAULT_EXPERIMENT', 'ARTEFACT_DIRS', 'STATUS_FILE', 'PARAMS_FILE', 
            'runs_table', 'compare_table', 'main']
 
 # %% ../nbs/30_runs.ipynb #902ba3cd
-DEFAULT_EXPERIMENT = 'cam_baseline'  # what `wsss run demo` (and `make demo`) runs
+DEFAULT_EXPERIMENT = 'demo'  # what `wsss run demo` (and `make demo`) runs: nbs/experiments/demo.ipynb
 ARTEFACT_DIRS = ('cams', 'masks', 'checkpoints', 'figures')
 
 def repo_root()->Path|None:
@@ -218,7 +218,7 @@ def load_experiment(name:str, # experiment name (`demo` = DEFAULT_EXPERIMENT)
     "Find `name.ipynb`, read its parameters and its `name.yaml`; clear errors for unknown names and bad YAML."
     d = experiments_dir(exp_dir)
     known = list_experiments(d)
-    if name == 'demo' and 'demo' not in known: name = DEFAULT_EXPERIMENT
+    if name == 'demo': name = DEFAULT_EXPERIMENT
     if name not in known:
         close = difflib.get_close_matches(name, known, n=1)
         raise BadInputError(f"unknown experiment {name!r}" + (f" (did you mean {close[0]!r}?)" if close else '') +
@@ -500,7 +500,7 @@ class _Control:
         km = getattr(self.client, 'km', None)
         return getattr(getattr(km, 'provisioner', None), 'pid', None)
 
-    def kill_kernel(self, sig=signal.SIGKILL):
+    def kill_kernel(self, sig=getattr(signal, 'SIGKILL', signal.SIGTERM)):
         pid = self.kernel_pid()
         if pid:
             with contextlib.suppress(ProcessLookupError, PermissionError): os.kill(pid, sig)
@@ -909,7 +909,10 @@ def main(argv:list|None=None)->int:
         elif a.cmd == 'params': print(params_table(load_experiment(a.experiment))); code = 0
         elif a.cmd == 'experiments':
             d = experiments_dir()
-            rows = [(n, load_experiment(n, d).description) for n in list_experiments(d)]
+            rows = []
+            for n in list_experiments(d):
+                try: rows.append((n, load_experiment(n, d).description))
+                except WsssError as e: rows.append((n, f'(cannot be run: {e})'))
             print(_table(rows, ['experiment', 'description']) if rows else f'no experiments in {d}')
             print(f"\n`wsss run demo` runs {DEFAULT_EXPERIMENT}")
             code = 0
