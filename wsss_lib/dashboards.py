@@ -90,10 +90,14 @@ def decode_image(b:bytes)->np.ndarray:
 # %% ../nbs/20_dashboards.ipynb #17ba0791
 class Panel:
     "A titled `widgets.Image` that keeps the array it shows."
-    def __init__(self, title:str, width:int=240):
+    def __init__(self, title:str, width:int=240,
+                 name:str|None=None, # CSS class `wsss-panel-NAME` on the panel (browser tests find it by that)
+                ):
         self.title = widgets.HTML(f'<b>{html.escape(title)}</b>')
         self.image = widgets.Image(format='png', layout=widgets.Layout(width=f'{width}px', height='auto'))
         self.widget = widgets.VBox([self.title, self.image], layout=widgets.Layout(align_items='center'))
+        self.widget.add_class('wsss-panel')
+        if name: self.widget.add_class(f'wsss-panel-{name}')
         self.array, self.n_updates = None, 0
     def set(self, arr:np.ndarray, kind:str='rgb', title:str|None=None):
         "Show `arr`: kind 'rgb' (JPEG), 'label' (palette PNG) or 'png' (lossless RGB)."
@@ -208,7 +212,7 @@ class CAMExplorer:
         self.timings = {}
         self._muted = False
         W = panel_width
-        self.panels = {k: Panel(t, W) for k, t in (('image', 'image'), ('cam', 'CAM'), ('label', 'CAM → label map'),
+        self.panels = {k: Panel(t, W, k) for k, t in (('image', 'image'), ('cam', 'CAM'), ('label', 'CAM → label map'),
                                                     ('crf', 'CRF pseudo mask'), ('gt', 'ground truth'))}
         # selection
         root = Path(dataset.root) if getattr(dataset, 'root', None) is not None else None
@@ -542,7 +546,7 @@ class PromptExplorer:
         self.w_image = widgets.Dropdown(options=self.ids, value=self.ids[0], description='image')
         self.w_cam_class = widgets.Dropdown(options=[], description='CAM class')
         self.w_stats = widgets.Image(format='png', layout=widgets.Layout(width='900px', height='auto'))
-        self.panels = {k: Panel(t, panel_width) for k, t in (('image', 'image'), ('a', 'CAM under A'), ('b', 'CAM under B'))}
+        self.panels = {k: Panel(t, panel_width, k) for k, t in (('image', 'image'), ('a', 'CAM under A'), ('b', 'CAM under B'))}
         self.w_apply.on_click(lambda b: self._guarded(self._apply_templates))
         for w in (self.w_a, self.w_b): w.observe(lambda ch: self._changed(ch, cams=True), 'value')
         self.w_syn_class.observe(self._show_syn, 'value')
@@ -752,7 +756,7 @@ class AffinityExplorer:
         names = [('image', 'image · patch · boxes'), ('attn', 'attention row'), ('sinkhorn', 'after Sinkhorn'), ('R', 'R = sym(T)²'),
                  ('caa', 'R ∘ box mask'), ('psa_w', 'PSA affinity W'), ('psa_rw', 'PSA random walk'),
                  ('initial', 'initial CAM'), ('refined', 'refined CAM (CAA)'), ('diff', 'refined − initial'), ('psa_cam', 'PSA walk CAM')]
-        self.panels = {k: Panel(t, W) for k, t in names}
+        self.panels = {k: Panel(t, W, k) for k, t in names}
         self.w_image = widgets.Dropdown(options=list(dataset.ids), description='image')
         self.w_class = widgets.Dropdown(options=[], description='class')
         self.w_row = widgets.IntSlider(0, 0, 1, description='patch row', continuous_update=False)
