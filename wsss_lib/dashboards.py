@@ -24,7 +24,7 @@ from .crf import CRF_PRESETS, crf_params, make_pseudo_mask
 
 # %% auto #0
 __all__ = ['LRUCache', 'colormap_lut', 'heatmap', 'overlay', 'colorize', 'encode_png', 'encode_jpeg', 'decode_image', 'Panel',
-           'Guard', 'source_layers', 'source_variants', 'source_cams', 'CAMExplorer', 'PromptExplorer',
+           'Guard', 'source_layers', 'source_variants', 'source_cams', 'demo_clip', 'CAMExplorer', 'PromptExplorer',
            'clip_attention_stack', 'AffinityExplorer']
 
 # %% ../nbs/20_dashboards.ipynb #c1dfd96e
@@ -167,6 +167,20 @@ def source_cams(source, # a CAMSource
     return dict(cams=np.asarray(c, np.float32))
 
 # %% ../nbs/20_dashboards.ipynb #1574bddb
+def demo_clip(model:str='auto', # open_clip model name, or 'auto'
+              pretrained:str|None='auto', # tag / weights file; with model='auto' ignored
+              device=None, # None = default_device()
+              seed:int=0, # seed of the random tiny CLIP
+             ):
+    "The CLIP the example notebooks use: shipped tiny CLIP, else a random tiny one; or any `load_clip` model."
+    from wsss_lib.clip import load_clip, register_model_config, small_clip_config
+    if model != 'auto': return load_clip(model, pretrained, device)
+    from wsss_lib.tiny import register_shipped_clip
+    if 'wsss-tiny' in register_shipped_clip(): return load_clip(pretrained='wsss-tiny', device=device)
+    register_model_config('dash-demo', small_clip_config(image_size=64, patch_size=8, width=64, layers=4, heads=2))
+    with torch.random.fork_rng(): torch.manual_seed(seed); return load_clip('dash-demo', pretrained=None, device=device)
+
+# %% ../nbs/20_dashboards.ipynb #b3f0c7f6
 def _splits_of(root:Path)->list[str]:
     d = Path(root)/'ImageSets'/'Segmentation'
     return sorted(p.stem for p in d.glob('*.txt')) if d.is_dir() else []
@@ -499,7 +513,7 @@ class CAMExplorer:
             im.axes.set_title(html.unescape(self.panels[k].title.value.replace('<b>', '').replace('</b>', '')), fontsize=9)
         return self._fig
 
-# %% ../nbs/20_dashboards.ipynb #0a57cb53
+# %% ../nbs/20_dashboards.ipynb #63266754
 def _fig_png(fig:Figure)->bytes:
     b = io.BytesIO(); fig.savefig(b, format='png'); return b.getvalue()
 
@@ -698,7 +712,7 @@ class PromptExplorer:
         "The statistics figure (created once, redrawn on each change)."
         return self._fig
 
-# %% ../nbs/20_dashboards.ipynb #f1f836cb
+# %% ../nbs/20_dashboards.ipynb #cb7a1d77
 def _up(m:np.ndarray, size)->np.ndarray:
     "Nearest upsampling of a patch-grid map to `size` (patches stay visible as blocks)."
     t = torch.as_tensor(np.asarray(m, np.float32))[None, None]
