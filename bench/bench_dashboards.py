@@ -8,7 +8,8 @@ Random weights (no downloads): the CAMs mean nothing, the work is the real work 
 and Softmax-GradCAM + CAA, or a ResNet-50 Grad-CAM). `--quick` uses a tiny CLIP instead. Each row is the median of
 `--reps` slider moves (every move sets a new value, so the CRF cache never answers); ratios are against the full
 recompute measured in the same run. "fast panels" is what a move costs before the CRF panel (label map, its PNG,
-IoU); the CRF then runs in the same callback (and is cached per parameter set)."""
+IoU); the CRF then runs in the same callback (and is cached per parameter set). The "preview" rows run the CRF on a
+½ / ¼ grid (`wsss_lib.dashboards.crf_preview`, approximate, labelled so in the dashboard)."""
 import argparse, statistics, sys, tempfile, time, os
 from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
@@ -83,6 +84,10 @@ def main():
         rows.append(('power α (no CRF)',) + moves(ex.w_alpha, al[:reps], False))
         rows.append(('power α (+ CRF)',) + moves(ex.w_alpha, al[reps:2 * reps], True))
         rows.append(('CRF bi_compat (+ CRF)',) + moves(ex.w_crf['bi_compat'], [1.0 + 0.5 * i for i in range(reps)], True))
+        for sc, name in ((0.5, '½'), (0.25, '¼')):   # crf_preview: the CRF on a smaller grid (approximate, labelled so)
+            ex.w_auto.value = False; ex.w_crf_scale.value = sc
+            rows.append((f'CRF bi_compat (+ CRF {name} preview)',) + moves(ex.w_crf['bi_compat'], [10.0 + 0.5 * i for i in range(reps)], True))
+        ex.w_auto.value = False; ex.w_crf_scale.value = 1.0
         opts = [v for _, v in ex.w_class.options]
         rows.append(('class shown',) + moves(ex.w_class, [opts[i % len(opts)] for i in range(1, reps + 1)] if len(opts) > 1 else opts * reps, False))
         # the same image again (another image's visit in between): everything from the caches
@@ -91,12 +96,12 @@ def main():
 
         print(f"CAMExplorer at {W}×{H}, source {a.source}{' (tiny CLIP)' if a.quick and a.source == 'clip_es' else ''}, "
               f"K={len(ex.keys)} classes, {torch.get_num_threads()} torch threads, load average {os.getloadavg()[0]:.1f}")
-        print(f"{'action':28s} {'per move ms':>12s} {'fast panels ms':>15s} {'vs full recompute':>18s}")
-        print(f"{'full recompute (no cache)':28s} {1000 * t_full:12.1f} {'':>15s} {'1.00x':>18s}")
+        print(f"{'action':34s} {'per move ms':>12s} {'fast panels ms':>15s} {'vs full recompute':>18s}")
+        print(f"{'full recompute (no cache)':34s} {1000 * t_full:12.1f} {'':>15s} {'1.00x':>18s}")
         for name, t, f in rows:
             fs = f'{1000 * f:15.1f}' if np.isfinite(f) else f"{'':>15s}"
-            print(f"{name:28s} {1000 * t:12.1f} {fs} {t / t_full:17.3f}x")
-        print(f"{'revisit (all cached)':28s} {1000 * t_cached:12.1f} {'':>15s} {t_cached / t_full:17.3f}x")
+            print(f"{name:34s} {1000 * t:12.1f} {fs} {t / t_full:17.3f}x")
+        print(f"{'revisit (all cached)':34s} {1000 * t_cached:12.1f} {'':>15s} {t_cached / t_full:17.3f}x")
         fast = [t for n, t, _ in rows if '(no CRF)' in n or n == 'class shown']
         print(f"slider redraw from cache without CRF: max {1000 * max(fast):.1f} ms (target < 150 ms: {'met' if max(fast) < 0.150 else 'NOT met'})")
 

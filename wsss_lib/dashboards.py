@@ -24,8 +24,8 @@ from .crf import CRF_PRESETS, crf_params, make_pseudo_mask
 
 # %% auto #0
 __all__ = ['LRUCache', 'colormap_lut', 'heatmap', 'overlay', 'colorize', 'encode_png', 'encode_jpeg', 'decode_image', 'Panel',
-           'Guard', 'source_layers', 'source_variants', 'source_cams', 'demo_clip', 'CAMExplorer', 'PromptExplorer',
-           'clip_attention_stack', 'AffinityExplorer']
+           'Guard', 'source_layers', 'source_variants', 'source_cams', 'demo_clip', 'crf_preview', 'CAMExplorer',
+           'PromptExplorer', 'clip_attention_stack', 'AffinityExplorer']
 
 # %% ../nbs/20_dashboards.ipynb #c1dfd96e
 class LRUCache:
@@ -181,6 +181,29 @@ def demo_clip(model:str='auto', # open_clip model name, or 'auto'
     with torch.random.fork_rng(): torch.manual_seed(seed); return load_clip('dash-demo', pretrained=None, device=device)
 
 # %% ../nbs/20_dashboards.ipynb #b3f0c7f6
+def crf_preview(image:np.ndarray, # H×W×3 uint8 RGB
+                cams:np.ndarray, # K×H×W CAMs in [0,1]
+                keys, # int[K]
+                scale:float=1.0, # resize factor of the CRF's grid (1 = `make_pseudo_mask` exactly)
+                preset:str|dict='deeplab', # CRF parameters
+                **kw, # make_pseudo_mask options and CRF overrides (bg_power, bg_threshold, conf_threshold, colour, n_iter, bi_sxy, ...)
+               )->np.ndarray: # uint8 H×W pseudo mask (0 bg, key+1, 255 unsure)
+    "`make_pseudo_mask` on a `scale`-times smaller grid (spatial kernel widths scaled alike), upsampled back (nearest)."
+    if not 0 < scale <= 1: raise BadInputError(f"CRF preview scale must lie in (0, 1], got {scale}")
+    if scale == 1: return make_pseudo_mask(image, cams, keys, preset=preset, **kw)
+    H, W = image.shape[:2]
+    h, w = max(1, round(H * scale)), max(1, round(W * scale))
+    p = crf_params(preset, **{k: kw.pop(k) for k in list(kw) if k in ('gauss_sxy', 'gauss_compat', 'bi_sxy', 'bi_srgb', 'bi_compat', 'clip')})
+    p = {k: v for k, v in p.items() if k != 'source'}
+    p['gauss_sxy'], p['bi_sxy'] = p['gauss_sxy'] * scale, p['bi_sxy'] * scale
+    n_iter = kw.pop('n_iter', None)
+    if n_iter is not None: p['n_iter'] = n_iter
+    small = np.asarray(Image.fromarray(image).resize((w, h), Image.BILINEAR))
+    c = F.interpolate(torch.as_tensor(np.asarray(cams, np.float32))[None], size=(h, w), mode='area')[0].numpy() if len(cams) else np.zeros((0, h, w), np.float32)
+    m = make_pseudo_mask(small, c, keys, preset=p, **kw)
+    return np.asarray(Image.fromarray(m).resize((W, H), Image.NEAREST))
+
+# %% ../nbs/20_dashboards.ipynb #12c6fc06
 def _splits_of(root:Path)->list[str]:
     d = Path(root)/'ImageSets'/'Segmentation'
     return sorted(p.stem for p in d.glob('*.txt')) if d.is_dir() else []
@@ -212,6 +235,7 @@ class CAMExplorer:
                  crf_colour:str='rgb', # colours for the bilateral kernel ('deeplab_wrap': CLIP-ES's exact quirk)
                  conf_threshold:float=0.95, # CRF confidence μ below which a pixel is 255 (0 keeps all)
                  auto_crf:bool=True, # run the CRF on every change (else on the button)
+                 crf_scale:float=1.0, # CRF grid: 1 (exact) or 0.5 / 0.25 (`crf_preview`, faster, approximate)
                  cache_size:int=32, # images × sources × layers kept
                  panel_width:int=240, # pixels per panel in the page
                 ):
@@ -261,6 +285,8 @@ class CAMExplorer:
                       for k, lo, hi, st in _CRF_SLIDERS}
         self.w_colour = widgets.Dropdown(options=['rgb', 'deeplab_wrap'], value=crf_colour, description='CRF colour')
         self.w_conf = widgets.FloatSlider(conf_threshold, min=0, max=1, step=0.01, description='CRF conf μ', continuous_update=False)
+        self.w_crf_scale = widgets.Dropdown(options=[('full (exact)', 1.0), ('½ (preview)', 0.5), ('¼ (preview)', 0.25)], value=crf_scale,
+                                            description='CRF grid')
         self.w_auto = widgets.Checkbox(auto_crf, description='auto CRF')
         self.w_run_crf = widgets.Button(description='run CRF')
         self.w_iou = widgets.HTML('')
@@ -276,7 +302,7 @@ class CAMExplorer:
         self.w_add.on_click(self._on_add)
         for w in (self.w_bg, self.w_alpha, self.w_thr): w.observe(self._on_post, 'value')
         self.w_preset.observe(self._on_preset, 'value')
-        for w in [*self.w_crf.values(), self.w_colour, self.w_conf]: w.observe(self._on_crf, 'value')
+        for w in [*self.w_crf.values(), self.w_colour, self.w_conf, self.w_crf_scale]: w.observe(self._on_crf, 'value')
         self.w_auto.observe(self._on_crf, 'value')
         self.w_run_crf.on_click(lambda b: self._guarded(self._update_crf, force=True))
         self._sync_source_widgets()
@@ -295,7 +321,7 @@ class CAMExplorer:
             post = widgets.HBox([widgets.VBox([self.w_bg, self.w_alpha, self.w_thr, self.w_cam_alpha]),
                                  widgets.VBox([self.w_preset, *list(self.w_crf.values())[:3]]),
                                  widgets.VBox([*list(self.w_crf.values())[3:], self.w_colour]),
-                                 widgets.VBox([self.w_conf, self.w_auto, self.w_run_crf])])
+                                 widgets.VBox([self.w_conf, self.w_crf_scale, self.w_auto, self.w_run_crf])])
             self._widget = widgets.VBox([sel, post, self.guard.widget,
                                          widgets.HBox([p.widget for p in self.panels.values()]), self.w_iou])
         return self._widget
@@ -474,8 +500,9 @@ class CAMExplorer:
         s = self.crf_settings()
         key = self._heavy_key()[0] + (self.w_variant.value, tuple(sorted((k, str(v)) for k, v in s.items())))
         image, cams, keys = self.image, self.cams, self.keys
-        self.crf_mask = self.crf_cache.get(key, lambda: make_pseudo_mask(image, cams, keys, **s))
-        self.panels['crf'].set(self.crf_mask, 'label', 'CRF pseudo mask')
+        sc = self.w_crf_scale.value
+        self.crf_mask = self.crf_cache.get(key + (sc,), lambda: crf_preview(image, cams, keys, sc, **s))
+        self.panels['crf'].set(self.crf_mask, 'label', 'CRF pseudo mask' + ('' if sc == 1 else f' (preview ×{sc:g})'))
         self._update_iou()
         self.timings['crf'] = time.perf_counter() - t0
 
@@ -513,7 +540,7 @@ class CAMExplorer:
             im.axes.set_title(html.unescape(self.panels[k].title.value.replace('<b>', '').replace('</b>', '')), fontsize=9)
         return self._fig
 
-# %% ../nbs/20_dashboards.ipynb #63266754
+# %% ../nbs/20_dashboards.ipynb #f1f836cb
 def _fig_png(fig:Figure)->bytes:
     b = io.BytesIO(); fig.savefig(b, format='png'); return b.getvalue()
 
@@ -712,7 +739,7 @@ class PromptExplorer:
         "The statistics figure (created once, redrawn on each change)."
         return self._fig
 
-# %% ../nbs/20_dashboards.ipynb #cb7a1d77
+# %% ../nbs/20_dashboards.ipynb #af3e1334
 def _up(m:np.ndarray, size)->np.ndarray:
     "Nearest upsampling of a patch-grid map to `size` (patches stay visible as blocks)."
     t = torch.as_tensor(np.asarray(m, np.float32))[None, None]
