@@ -74,7 +74,8 @@ def test_shipped_clip_loads_by_name():
         assert torch.equal(m1.encode_image(x), c.model.encode_image(x))
         t = tok(['a clean origami boat.', 'a clean origami water.'])
         assert torch.equal(t, c.tokenizer(['a clean origami boat.', 'a clean origami water.']))
-        assert torch.equal(m1.encode_text(t), c.model.encode_text(t))
+        # Clip freezes its parameters, which lets PyTorch's attention take its inference fast path: last-bit differences
+        assert torch.allclose(m1.encode_text(t), c.model.encode_text(t), atol=1e-5)
     assert tok.unknown_words('a clean origami boat on the water.') == []
 
 

@@ -16,8 +16,8 @@ from .core import BadInputError, MissingFileError, atomic_write, save_json
 __all__ = ['WEIGHTS_DIR', 'TINY_CLIP', 'TINY_TAG', 'TEACHING_WORLD', 'CAPTION_TEMPLATES', 'CAPTION_MIX', 'tiny_clip_config',
            'build_clip', 'vocab_from_texts', 'CompactTokenizer', 'sha256_file', 'list_weights', 'weights_record',
            'weights_file', 'save_weights', 'tokenizer_for', 'load_tiny_clip', 'shipped_clip_weights',
-           'register_shipped_clip', 'load_timm_weights', 'teaching_world', 'caption_contexts', 'caption_variant',
-           'training_vocabulary']
+           'register_shipped_clip', 'load_timm_weights', 'weights_from_run', 'teaching_world', 'caption_contexts',
+           'caption_variant', 'training_vocabulary']
 
 # %% ../nbs/09_tiny.ipynb #ac3478d6
 def tiny_clip_config(image_size:int=64, # training image side (CAMs later run at other sizes with interpolated pos. embeddings)
@@ -211,6 +211,35 @@ def load_timm_weights(name:str, # a record in `root` of kind 'timm'
     return model.to(device).eval()
 
 # %% ../nbs/09_tiny.ipynb #d435a6cd
+def weights_from_run(run_dir:str|Path, # a finished `wsss run` folder with params.yaml and checkpoints/last.pt
+                     name:str, # name of the shipped weights
+                     model_name:str, # timm model name
+                     model_kwargs:dict, # keyword arguments of `timm.create_model` (num_classes, output_stride, ...)
+                     metrics:dict|None=None, # numbers to record (e.g. from the run's metrics.json)
+                     dest:str|Path|None=None, # output folder; default `WEIGHTS_DIR`
+                     **extra, # more record fields (classes, world, reproduce, ...)
+                    )->dict:
+    "Write the model of a run's last checkpoint as shipped timm weights `name` with its record; returns the record."
+    import yaml, platform, timm
+    from wsss_lib.core import load_torch
+    run_dir = Path(run_dir)
+    pf, ck = run_dir/'params.yaml', run_dir/'checkpoints'/'last.pt'
+    for f in (pf, ck):
+        if not f.exists(): raise MissingFileError(f"{f}: not found; weights_from_run needs a finished `wsss run` folder")
+    params = yaml.safe_load(pf.read_text())
+    sd = load_torch(ck)['model']
+    model = timm.create_model(model_name, **model_kwargs)
+    try: model.load_state_dict(sd, strict=True)
+    except RuntimeError as e:
+        raise BadInputError(f"{ck}: the checkpoint does not fit timm {model_name} {model_kwargs} ({str(e).splitlines()[0]} ...)") from e
+    exp = params.get('experiment')
+    rec = dict(name=name, kind='timm', model_name=model_name, model_kwargs=model_kwargs, experiment=exp,
+               notebook=f'nbs/experiments/{exp}.ipynb', run_id=params.get('run_id'), parameters=params.get('params', {}),
+               seed=params.get('params', {}).get('seed'), metrics=metrics or {},
+               versions=dict(torch=torch.__version__, timm=timm.__version__, python=platform.python_version()), **extra)
+    return save_weights(Path(dest or WEIGHTS_DIR)/f'{name}.safetensors', model.state_dict(), rec)
+
+# %% ../nbs/09_tiny.ipynb #887309d0
 TEACHING_WORLD = dict(n_train=2000, n_val=200, seed=0)   # the world the shipped weights were trained on
 
 def teaching_world(root:str|Path|None=None, # parent folder; None = $WSSS_DATA, else <repo>/data, else ~/wsss_data
@@ -229,7 +258,7 @@ def teaching_world(root:str|Path|None=None, # parent folder; None = $WSSS_DATA, 
     # overwrite: a folder made by an older generator version is redrawn (make_synthetic_voc only replaces its own datasets)
     return make_synthetic_voc(folder, n_train=n_train, n_val=n_val, seed=seed, n_jobs=n_jobs, overwrite=True)
 
-# %% ../nbs/09_tiny.ipynb #f6e1126c
+# %% ../nbs/09_tiny.ipynb #0a57cb53
 CAPTION_TEMPLATES = ('a clean origami {}.', 'a rendering of a weird {}.', 'a photo of a {}.', 'a picture of a {}.',
                      'a photo of the {}.', 'a good photo of a {}.', 'itap of a {}.', 'a {}.')
 CAPTION_MIX = dict(caption=0.35, classes=0.25, one_class=0.2, context=0.2)  # how often each kind of text is drawn
