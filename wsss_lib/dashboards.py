@@ -140,10 +140,13 @@ def source_layers(source)->list[str]:
         if fi: return [f['module'] for f in fi if f.get('module')]
     return []
 
+def _is_clip_es(source)->bool:
+    from wsss_lib.methods.clip_es import ClipES
+    return isinstance(source, ClipES)
+
 def source_variants(source)->list[str]:
     "The CAM variants one heavy call of `source` yields."
-    if hasattr(source, 'compute') and type(source).__name__ == 'ClipES': return ['refined', 'initial']
-    return ['cams']
+    return ['refined', 'initial'] if _is_clip_es(source) else ['cams']
 
 def source_cams(source, # a CAMSource
                 image:np.ndarray, # H×W×3 uint8 RGB
@@ -255,11 +258,10 @@ class CAMExplorer:
         # selection
         root = Path(dataset.root) if getattr(dataset, 'root', None) is not None else None
         splits = _splits_of(root) if root is not None else []
-        cur = dataset.split if isinstance(getattr(dataset, 'split', None), str) else None
-        if cur is not None and cur not in splits: splits = [cur] + splits
-        self._datasets = {cur: dataset} if cur else {}
-        self.w_split = widgets.Dropdown(options=splits or ['(list)'], value=cur if cur in splits else (splits or ['(list)'])[0],
-                                        description='split', layout=widgets.Layout(width='180px'))
+        cur = dataset.split if isinstance(getattr(dataset, 'split', None), str) else '(given ids)'
+        if cur not in splits: splits = [cur] + splits
+        self._datasets = {cur: dataset}
+        self.w_split = widgets.Dropdown(options=splits, value=cur, description='split', layout=widgets.Layout(width='180px'))
         self.w_split.disabled = len(splits) < 2
         n = max(len(dataset.ids), 1)
         self.w_index = widgets.IntSlider(0, 0, n - 1, description='image #', continuous_update=False)
@@ -540,7 +542,7 @@ class CAMExplorer:
             im.axes.set_title(html.unescape(self.panels[k].title.value.replace('<b>', '').replace('</b>', '')), fontsize=9)
         return self._fig
 
-# %% ../nbs/20_dashboards.ipynb #f1f836cb
+# %% ../nbs/20_dashboards.ipynb #972a67c4
 def _fig_png(fig:Figure)->bytes:
     b = io.BytesIO(); fig.savefig(b, format='png'); return b.getvalue()
 
@@ -739,7 +741,7 @@ class PromptExplorer:
         "The statistics figure (created once, redrawn on each change)."
         return self._fig
 
-# %% ../nbs/20_dashboards.ipynb #af3e1334
+# %% ../nbs/20_dashboards.ipynb #761f22b2
 def _up(m:np.ndarray, size)->np.ndarray:
     "Nearest upsampling of a patch-grid map to `size` (patches stay visible as blocks)."
     t = torch.as_tensor(np.asarray(m, np.float32))[None, None]
@@ -781,7 +783,7 @@ class AffinityExplorer:
                  cache_size:int=2, # images kept (per-head attention of every block is large)
                  panel_width:int=200,
                 ):
-        if type(source).__name__ != 'ClipES': raise BadInputError("the affinity explorer needs a ClipES source (create_cam_source('clip_es', ...))")
+        if not _is_clip_es(source): raise BadInputError("the affinity explorer needs a ClipES source (create_cam_source('clip_es', ...))")
         self.dataset, self.source, self.psa = dataset, source, psa
         self.psa_beta, self.psa_logt = psa_beta, psa_logt
         self.classes = list(dataset.classes)
