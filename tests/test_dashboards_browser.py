@@ -2,7 +2,8 @@
 `chromium`, driven by Playwright with `executable_path`; no browser download) runs it, checks that the widgets render,
 moves the background-threshold slider with the keyboard and checks that the label-map image changes.
 
-Screenshots go to the test's output dir (`tmp_path`) and one copy to `figures/dashboard_cam_explorer.png`.
+Screenshots go to the test's output dir (`tmp_path`); one copy goes to `figures/dashboard_cam_explorer.png` when that
+file is missing or `$WSSS_UPDATE_FIGURES` is set (it is tracked: a plain test run leaves the checkout clean).
 Without chromium or playwright the test is skipped, except under CI (`$CI` set), where it fails: `.ci/run` installs
 chromium, `dev_requirements` playwright."""
 import json, os, secrets, shutil, signal, socket, subprocess, sys, time, urllib.request
@@ -102,8 +103,9 @@ def test_cam_explorer_in_chromium(tmp_path):
                 page.wait_for_function("() => document.querySelector('.wsss-panel-label .widget-html').textContent.includes('t=0.45')", timeout=30_000)
                 assert 'Error displaying widget' not in page.content()
                 page.screenshot(path=str(tmp_path/'after.png'), full_page=True)
-                (REPO/'figures').mkdir(exist_ok=True)
-                shutil.copyfile(tmp_path/'before.png', REPO/'figures'/'dashboard_cam_explorer.png')   # the masks at t=0.15
+                fig = REPO/'figures'/'dashboard_cam_explorer.png'   # the masks at t=0.15; a tracked file: refreshed on request
+                if not fig.exists() or os.environ.get('WSSS_UPDATE_FIGURES'):
+                    fig.parent.mkdir(exist_ok=True); shutil.copyfile(tmp_path/'before.png', fig)
             except Exception:
                 with_shot = tmp_path/'failure.png'
                 try: page.screenshot(path=str(with_shot), full_page=True)
