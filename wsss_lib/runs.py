@@ -4,7 +4,7 @@
 
 # %% ../nbs/30_runs.ipynb #da4b9237
 from __future__ import annotations
-import os, sys, ast, io, re, json, time, signal, socket, difflib, tokenize, threading, argparse, datetime, contextlib
+import os, sys, ast, io, re, json, time, signal, socket, difflib, tokenize, threading, argparse, datetime, contextlib, functools
 from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np
@@ -494,16 +494,20 @@ class _Control:
     "State shared between the signal handler and the executing client."
     def __init__(self):
         self.stop, self.signum, self.client, self.cell = threading.Event(), None, None, None
-        self.log, self.n_cells, self.run_dir, self.grace, self.kernel_out = None, 0, None, 10.0, None
+        self.log, self.n_cells, self.run_dir, self.nb_path, self.grace, self.kernel_out, self.timer = None, 0, None, None, 10.0, None, None
+
+    def _process(self):
+        km = getattr(self.client, 'km', None)
+        return getattr(getattr(km, 'provisioner', None), 'process', None)
 
     def kernel_pid(self)->int|None:
-        km = getattr(self.client, 'km', None)
-        return getattr(getattr(km, 'provisioner', None), 'pid', None)
+        return getattr(self._process(), 'pid', None)
 
     def kill_kernel(self, sig=getattr(signal, 'SIGKILL', signal.SIGTERM)):
-        pid = self.kernel_pid()
-        if pid:
-            with contextlib.suppress(ProcessLookupError, PermissionError): os.kill(pid, sig)
+        "Signal the kernel if it is still running (a Popen child not yet reaped: its pid cannot belong to another process)."
+        proc = self._process()
+        if proc is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError, OSError): proc.send_signal(sig)
 
     def on_signal(self, signum, frame):
         if self.stop.is_set():  # second signal: no more waiting
@@ -512,7 +516,7 @@ class _Control:
         if self.client is not None: self.client.shutdown_kernel = 'immediate'
         print(f"\nwsss: {signal.Signals(signum).name} received: stopping the kernel (again to kill it at once)", file=sys.stderr, flush=True)
         self.kill_kernel(signal.SIGINT)
-        t = threading.Timer(self.grace, self.kill_kernel); t.daemon = True; t.start()
+        self.timer = threading.Timer(self.grace, self.kill_kernel); self.timer.daemon = True; self.timer.start()
 
 _CONTROL:_Control|None = None
 
@@ -543,7 +547,9 @@ def _papermill_engine()->str:
                     _update_status(ctl.run_dir, kernel_pid=ctl.kernel_pid(), kernel_pid_start=_proc_start(ctl.kernel_pid() or 0))
                 if ctl.log is not None and cell.cell_type == 'code':
                     head = next((l for l in cell.source.splitlines() if l.strip()), '')[:70]
-                    ctl.log.write(f"\n--- cell {cell_index}/{ctl.n_cells - 1}: {head}\n"); ctl.log.flush()
+                    si = _source_index(ctl.nb_path, cell_index)
+                    where = 'injected parameters' if si is None else f'cell {si}/{ctl.n_cells - 1}'
+                    ctl.log.write(f"\n--- {where}: {head}\n"); ctl.log.flush()
             return super().execute_cell(cell, cell_index, *args, **kw)
 
         def setup_kernel(self, **kw):
@@ -651,10 +657,13 @@ def _wait_for_old_kernel(st:dict, timeout:float=5.0):
         with contextlib.suppress(ProcessLookupError, PermissionError): os.kill(int(pid), signal.SIGKILL)
         time.sleep(0.2)
 
+@functools.lru_cache(maxsize=16)
+def _cells(nb_path:Path, mtime:int)->list: return json.loads(Path(nb_path).read_text())['cells']
+
 def _source_index(nb_path:Path, idx:int|None)->int|None:
     "Index in the experiment notebook of cell `idx` of the executed one (papermill inserts a cell after `parameters`)."
     if idx is None: return None
-    cells = json.loads(Path(nb_path).read_text())['cells']
+    cells = _cells(Path(nb_path), Path(nb_path).stat().st_mtime_ns)
     p = next((i for i, c in enumerate(cells) if 'parameters' in c.get('metadata', {}).get('tags', [])), None)
     if p is None or idx <= p: return idx
     return None if idx == p + 1 else idx - 1
@@ -752,11 +761,10 @@ def run_experiment(experiment:str, # experiment name (`demo` = DEFAULT_EXPERIMEN
     say(f"log: {run_dir/LOG_FILE}")
 
     import papermill as pm
-    from papermill.exceptions import PapermillExecutionError
     engine = _papermill_engine()
     _atomic_notebook_writes(run_dir)
     ctl = _CONTROL = _Control()
-    ctl.run_dir, ctl.n_cells = run_dir, len(json.loads(exp.path.read_text())['cells']) + 1
+    ctl.run_dir, ctl.nb_path, ctl.n_cells = run_dir, exp.path, len(json.loads(exp.path.read_text())['cells'])
     t0, status, err = time.time(), 'failed', None
     env = dict(WSSS_HEADLESS='1', WSSS_RUN_DIR=str(run_dir), MPLBACKEND='Agg', WSSS_DEVICE=device,
                PYTHONHASHSEED=os.environ.get('PYTHONHASHSEED', '0'), PYTHONUNBUFFERED='1')
@@ -782,13 +790,14 @@ def run_experiment(experiment:str, # experiment name (`demo` = DEFAULT_EXPERIMEN
                 where = f" in cell {ci} of {exp.path.name}" if ci is not None else ''
                 name = signal.Signals(ctl.signum).name if ctl.signum else 'SIGINT'
                 err = dict(message=f"stopped by {name}{where}", signal=name, cell_index=ci)
-            elif isinstance(e, (PapermillExecutionError, Exception)):
+            elif isinstance(e, Exception):
                 err = _error_info(e, exp.path)
                 from nbclient.exceptions import DeadKernelError
                 if isinstance(e, DeadKernelError): err['message'] = f"the kernel died ({e}); out of memory?"
             else: raise
         finally:
-            ctl.kill_kernel() if status == 'interrupted' else None
+            if status == 'interrupted': ctl.kill_kernel()
+            if ctl.timer is not None: ctl.timer.cancel()
             log.write(f"=== attempt {attempt['n']} {status} after {time.time()-t0:.1f}s ===\n"); log.flush()
             _CONTROL = None
             for lg in pm_logs: lg.removeFilter(quiet)
