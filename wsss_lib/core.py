@@ -63,6 +63,8 @@ def set_rng_state(st:dict):
     if 'cuda' in st and torch.cuda.is_available(): torch.cuda.set_rng_state_all(st['cuda'])
 
 # %% ../nbs/00_core.ipynb #fa35e192
+_UMASK = os.umask(0); os.umask(_UMASK)  # read once: mkstemp makes 0600 files, the result should get the usual mode
+
 @contextlib.contextmanager
 def atomic_write(path:str|Path, # the file to (over)write
                  mode:str='wb', # 'wb' or 'w'
@@ -75,6 +77,7 @@ def atomic_write(path:str|Path, # the file to (over)write
         with os.fdopen(fd, mode) as f:
             yield f
             f.flush(); os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError): os.unlink(tmp)
