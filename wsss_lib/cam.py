@@ -4,14 +4,14 @@
 
 # %% ../nbs/03_cam.ipynb #da4b9237
 from __future__ import annotations
-import io, pickle, warnings, contextlib, math
+import warnings, contextlib, math
 from pathlib import Path
 from typing import Callable, Sequence, Protocol, runtime_checkable
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from .core import BadInputError, MissingFileError, save_npy, progress
+from .core import BadInputError, MissingFileError, save_npy, progress, load_npy_safe, check_image
 
 # %% auto #0
 __all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'save_cam_file', 'load_cam_file', 'convert_cam_files', 'minmax_norm', 'max_norm',
@@ -22,41 +22,6 @@ __all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'save_cam_file', 'load_cam_file', 'c
 # %% ../nbs/03_cam.ipynb #ac3478d6
 _CAM_FORMATS = ('wsss', 'clip_es', 'irn', 'mctformer')
 _FORMAT_ALIASES = {'clims': 'irn', 'psa': 'mctformer', 'clip-es': 'clip_es', 'npy': 'wsss'}
-
-def _safe_load_storage(b:bytes):
-    "Replacement for `torch.storage._load_from_bytes` that refuses anything but tensor data."
-    with warnings.catch_warnings():
-        warnings.simplefilter('ignore')
-        return torch.load(io.BytesIO(b), weights_only=True, map_location='cpu')
-
-class _CamUnpickler(pickle.Unpickler):
-    "Unpickler that only builds NumPy arrays/scalars, dicts/lists and CPU torch tensors."
-    _np = {('numpy', 'ndarray'), ('numpy', 'dtype'), ('numpy.core.multiarray', '_reconstruct'), ('numpy.core.multiarray', 'scalar'),
-           ('numpy._core.multiarray', '_reconstruct'), ('numpy._core.multiarray', 'scalar'),
-           ('numpy.core.numeric', '_frombuffer'), ('numpy._core.numeric', '_frombuffer')}
-    def find_class(self, module, name):
-        if (module, name) in self._np or module == 'numpy.dtypes':
-            module = module.replace('numpy.core.', 'numpy._core.') if hasattr(np, '_core') else module
-            return super().find_class(module, name)
-        if (module, name) == ('collections', 'OrderedDict'):
-            import collections; return collections.OrderedDict
-        if module == 'torch._utils' and name in ('_rebuild_tensor_v2', '_rebuild_tensor'):
-            import torch._utils; return getattr(torch._utils, name)
-        if (module, name) == ('torch.storage', '_load_from_bytes'): return _safe_load_storage
-        raise pickle.UnpicklingError(f"refusing to load {module}.{name} (not array data)")
-
-def _read_npy(path:Path):
-    "Load a `.npy` file; object arrays go through the allow-list unpickler."
-    from numpy.lib import format as npf
-    with open(path, 'rb') as f:
-        version = npf.read_magic(f)
-        if version == (1, 0): shape, fortran, dtype = npf.read_array_header_1_0(f)
-        elif version == (2, 0): shape, fortran, dtype = npf.read_array_header_2_0(f)
-        else: shape, fortran, dtype = npf._read_array_header(f, version)
-        if dtype.hasobject:
-            obj = _CamUnpickler(f).load()
-            return obj
-    return np.load(path, allow_pickle=False)
 
 def _to_numpy(x, what:str, path)->np.ndarray:
     if isinstance(x, torch.Tensor): return x.detach().cpu().numpy()
@@ -135,11 +100,7 @@ def load_cam_file(path:str|Path, # a `.npy` CAM file
     fmt = _FORMAT_ALIASES.get(format, format)
     if fmt != 'auto' and fmt not in _CAM_FORMATS:
         raise BadInputError(f"unknown CAM file format {format!r}: use 'auto' or one of {_CAM_FORMATS + tuple(_FORMAT_ALIASES)}")
-    if not path.exists(): raise MissingFileError(f"{path}: CAM file not found")
-    try: obj = _read_npy(path)
-    except pickle.UnpicklingError as e: raise BadInputError(f"{path}: unsafe or corrupt CAM file ({e})") from e
-    except Exception as e: raise BadInputError(f"{path}: corrupt or unreadable CAM file ({type(e).__name__}: {e})") from e
-    if isinstance(obj, np.ndarray) and obj.dtype == object and obj.ndim == 0: obj = obj.item()
+    obj = load_npy_safe(path, 'CAM file')   # MissingFileError / BadInputError naming the file
     if not isinstance(obj, dict):
         desc = f"an array of shape {obj.shape}" if isinstance(obj, np.ndarray) else f"a {type(obj).__name__}"
         raise BadInputError(f"{path}: not a CAM file: holds {desc}, expected a dict with 'keys' and maps")
@@ -478,13 +439,6 @@ def multiscale_flip(fn:Callable, # B×3×h×w batch -> B×K×h'×w' maps
 # %% ../nbs/03_cam.ipynb #af3e1334
 import abc, importlib
 
-def _check_image(image, where='image')->np.ndarray:
-    if isinstance(image, torch.Tensor): image = image.cpu().numpy()
-    image = np.asarray(image)
-    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-        raise BadInputError(f"{where}: need an H×W×3 uint8 RGB image, got shape {image.shape} dtype {image.dtype}")
-    return image
-
 def resize_cams(cams, # K×h×w maps (NumPy or torch)
                 size:tuple[int, int], # (H, W)
                )->np.ndarray: # K×H×W float32
@@ -578,7 +532,7 @@ class FileCAMSource(CAMSource):
         if c.size and (c.min() < -1e-3 or c.max() > 1 + 1e-3):
             raise BadInputError(f"{p}: CAM values lie in [{c.min():.3g}, {c.max():.3g}], not [0,1]; pass normalize='max' or 'minmax'")
         if image is not None:
-            image = _check_image(image, f"image {image_id}")
+            image = check_image(image, f"image {image_id}")
             c = resize_cams(c, image.shape[:2]) if c.shape[0] else np.zeros((0, *image.shape[:2]), np.float32)
         return np.clip(c, 0, 1).astype(np.float32, copy=False)
 
@@ -648,7 +602,7 @@ class ClassifierCAMSource(CAMSource):
 
     def raw_cams(self, image, keys)->torch.Tensor:
         "Fused, ReLU'd, un-normalised maps K×H×W at the image size."
-        image = _check_image(image)
+        image = check_image(image)
         keys = _check_keys(keys, 'keys')
         H, W = image.shape[:2]
         x = self._input(image)

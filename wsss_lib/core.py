@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_core.ipynb #da4b9237
 from __future__ import annotations
-import os, io, json, random, tempfile, contextlib
+import os, io, json, pickle, random, tempfile, warnings, contextlib
 from pathlib import Path
 import numpy as np
 import torch
@@ -12,8 +12,8 @@ from PIL import Image, UnidentifiedImageError
 
 # %% auto #0
 __all__ = ['WsssError', 'BadInputError', 'MissingFileError', 'default_device', 'seed_everything', 'rng_state', 'set_rng_state',
-           'atomic_write', 'save_npy', 'save_json', 'save_text', 'save_png', 'save_torch', 'load_torch', 'read_image',
-           'progress', 'parallel_map']
+           'atomic_write', 'save_npy', 'save_json', 'save_text', 'save_png', 'save_torch', 'load_torch',
+           'load_npy_safe', 'read_image', 'check_image', 'progress', 'parallel_map']
 
 # %% ../nbs/00_core.ipynb #ac3478d6
 class WsssError(Exception):
@@ -124,6 +124,52 @@ def load_torch(path:str|Path, map_location='cpu'):
     except Exception as e: raise BadInputError(f"{path}: cannot load checkpoint ({type(e).__name__}: {e})") from e
 
 # %% ../nbs/00_core.ipynb #0716d970
+_NPY_GLOBALS = {('numpy', 'ndarray'), ('numpy', 'dtype'), ('_codecs', 'encode'),
+                ('numpy.core.multiarray', '_reconstruct'), ('numpy.core.multiarray', 'scalar'),
+                ('numpy._core.multiarray', '_reconstruct'), ('numpy._core.multiarray', 'scalar'),
+                ('numpy.core.numeric', '_frombuffer'), ('numpy._core.numeric', '_frombuffer')}
+
+def _load_storage_weights_only(b:bytes):
+    "Stands in for `torch.storage._load_from_bytes`: tensor data only (`weights_only=True`), on the CPU."
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        return torch.load(io.BytesIO(b), weights_only=True, map_location='cpu')
+
+class _NpyUnpickler(pickle.Unpickler):
+    "Unpickler that builds only NumPy arrays/dtypes/scalars, plain containers and CPU torch tensors."
+    def find_class(self, module, name):
+        if (module, name) in _NPY_GLOBALS or module == 'numpy.dtypes':
+            if hasattr(np, '_core'): module = module.replace('numpy.core.', 'numpy._core.')
+            return super().find_class(module, name)
+        if (module, name) == ('collections', 'OrderedDict'):
+            import collections; return collections.OrderedDict
+        if module == 'torch._utils' and name in ('_rebuild_tensor_v2', '_rebuild_tensor'):
+            import torch._utils; return getattr(torch._utils, name)
+        if (module, name) == ('torch.storage', '_load_from_bytes'): return _load_storage_weights_only
+        raise pickle.UnpicklingError(f"refusing to load {module}.{name} (not array data)")
+
+def _read_npy(path:Path):
+    npf = np.lib.format
+    with open(path, 'rb') as f:
+        version = npf.read_magic(f)
+        if version == (1, 0): shape, fortran, dtype = npf.read_array_header_1_0(f)
+        else: shape, fortran, dtype = npf.read_array_header_2_0(f)  # 3.0 differs only in utf-8 field names
+        if dtype.hasobject: return _NpyUnpickler(f, encoding='latin1').load()
+    return np.load(path, allow_pickle=False)
+
+def load_npy_safe(path:str|Path, # a `.npy` file: a plain array, or a pickled object (dict) as `np.save` writes one
+                  what:str='.npy file', # what the file is, for error messages ('CAM file', ...)
+                 ):
+    "Load a `.npy` file like `np.load(path, allow_pickle=True)` (`.item()` of a 0-d object array), but never run code from it."
+    path = Path(path)
+    if not path.exists(): raise MissingFileError(f"{path}: {what} not found")
+    try: obj = _read_npy(path)
+    except pickle.UnpicklingError as e: raise BadInputError(f"{path}: unsafe or corrupt {what} ({e})") from e
+    except Exception as e: raise BadInputError(f"{path}: corrupt or unreadable {what} ({type(e).__name__}: {e})") from e
+    if isinstance(obj, np.ndarray) and obj.dtype == object and obj.ndim == 0: obj = obj.item()
+    return obj
+
+# %% ../nbs/00_core.ipynb #12c6fc06
 def read_image(path:str|Path, # an image file PIL can read (JPEG, PNG, ...)
               )->np.ndarray: # H×W×3 uint8, RGB
     "Read an image as RGB uint8, whatever its mode; clear errors for missing or corrupt files."
@@ -140,7 +186,21 @@ def read_image(path:str|Path, # an image file PIL can read (JPEG, PNG, ...)
     except (UnidentifiedImageError, OSError, SyntaxError) as e:
         raise BadInputError(f"{path}: corrupt or unreadable image ({e})") from e
 
-# %% ../nbs/00_core.ipynb #91032ad7
+# %% ../nbs/00_core.ipynb #f6e1126c
+def check_image(image, # H×W×3 uint8 RGB: NumPy array, torch tensor or array-like
+                what:str='image', # how the error names it
+               )->np.ndarray: # the image as a NumPy array (not copied when it already is one)
+    "Validate an H×W×3 uint8 RGB image; a `BadInputError` naming `what` and the shape/dtype found otherwise."
+    if isinstance(image, torch.Tensor): image = image.detach().cpu().numpy()
+    try: a = np.asarray(image)
+    except Exception: a = None
+    if a is None or a.dtype == object:
+        raise BadInputError(f"{what} must be H×W×3 uint8 RGB, got a {type(image).__name__}")
+    if a.ndim != 3 or a.shape[2] != 3 or a.dtype != np.uint8:
+        raise BadInputError(f"{what} must be H×W×3 uint8 RGB, got shape {a.shape} dtype {a.dtype}")
+    return a
+
+# %% ../nbs/00_core.ipynb #0a57cb53
 def _in_live_notebook()->bool:
     if os.environ.get('WSSS_HEADLESS') or os.environ.get('PAPERMILL_INPUT_PATH') or os.environ.get('IN_TEST'): return False
     try:

@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 import pydensecrf.densecrf as dcrf
 from pydensecrf.utils import unary_from_softmax, unary_from_labels
-from .core import BadInputError, MissingFileError, save_png, save_npy, parallel_map
+from .core import BadInputError, MissingFileError, save_npy, parallel_map, check_image
+from .data import save_mask
 
 # %% auto #0
 __all__ = ['CRF_PRESETS', 'DEEPLAB_MEAN_BGR', 'CRF_COLOURS', 'crf_params', 'crf_image', 'dense_crf', 'crf_from_labels',
@@ -64,17 +65,11 @@ def crf_params(preset:str|dict='deeplab', # a name in `CRF_PRESETS`, or a dict w
 DEEPLAB_MEAN_BGR = (104.008, 116.669, 122.675) # deeplab-pytorch / CLIP-ES mean, BGR order
 CRF_COLOURS = ('rgb', 'deeplab_wrap')
 
-def _check_image(image, what='image')->np.ndarray:
-    if not isinstance(image, np.ndarray): raise BadInputError(f"{what} must be a NumPy H×W×3 uint8 RGB array, got {type(image).__name__}")
-    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
-        raise BadInputError(f"{what} must be H×W×3 uint8 RGB, got shape {image.shape} dtype {image.dtype}")
-    return image
-
 def crf_image(image:np.ndarray, # H×W×3 uint8 RGB
               colour:str='rgb', # 'rgb' (raw colours) or 'deeplab_wrap' (CLIP-ES: BGR minus mean, cast to uint8 with wrap-around)
              )->np.ndarray: # a new C-contiguous, writable H×W×3 uint8 array
     "The exact colour array handed to pydensecrf's bilateral kernel."
-    image = _check_image(image)
+    image = check_image(image)
     if colour == 'rgb': return np.array(image, dtype=np.uint8, order='C', copy=True)
     if colour == 'deeplab_wrap':
         x = image[..., ::-1].astype(np.float32)           # cv2.imread order: BGR, float32
@@ -112,7 +107,7 @@ def dense_crf(image:np.ndarray, # H×W×3 uint8 RGB
              )->np.ndarray: # Q: float32 N×H×W marginals, summing to 1 at each pixel
     "Dense CRF on probability maps, as the reference implementations call pydensecrf."
     p = crf_params(preset, n_iter, **overrides)
-    image = _check_image(image)
+    image = check_image(image)
     probs = _check_probs(probs, image)
     n, h, w = probs.shape
     d, rgbim = _crf_model(image, n, colour)
@@ -132,7 +127,7 @@ def crf_from_labels(image:np.ndarray, # H×W×3 uint8 RGB
                    )->np.ndarray: # H×W int64 refined label map (argmax of Q)
     "IRN's `crf_inference_label`: dense CRF with a unary from a hard label map."
     p = crf_params(preset, n_iter, **overrides)
-    image = _check_image(image)
+    image = check_image(image)
     labels = np.asarray(labels)
     if labels.shape != image.shape[:2]: raise BadInputError(f"labels are {labels.shape} but the image is {image.shape[:2]}")
     if not np.issubdtype(labels.dtype, np.integer): raise BadInputError(f"labels must be integers, got {labels.dtype}")
@@ -165,9 +160,8 @@ def _check_keys_cams(cams, keys, image=None)->tuple:
             raise BadInputError(f"keys must lie in [0, 253] (mask value key+1 must fit uint8 below 255), got {keys.tolist()}")
         if len(set(keys.tolist())) != len(keys): raise BadInputError(f"keys must be distinct, got {keys.tolist()}")
     if image is not None:
-        _check_image(image)
-        if cams.shape[1:] != image.shape[:2]:
-            raise BadInputError(f"cams are {cams.shape[1]}×{cams.shape[2]} but the image is {image.shape[0]}×{image.shape[1]}")
+        h, w = check_image(image).shape[:2]
+        if cams.shape[1:] != (h, w): raise BadInputError(f"cams are {cams.shape[1]}×{cams.shape[2]} but the image is {h}×{w}")
     return cams, keys
 
 def make_ir_label(image:np.ndarray, # H×W×3 uint8 RGB
@@ -242,23 +236,6 @@ def crf_scores(image:np.ndarray, # H×W×3 uint8 RGB
     return {0: Q[0], **{int(k) + 1: Q[i + 1] for i, k in enumerate(keys)}}
 
 # %% ../nbs/04_crf.ipynb #972a67c4
-def _voc_palette(n:int=256)->np.ndarray:
-    "The standard PASCAL VOC colour map (bit-interleaved class index)."
-    pal = np.zeros((n, 3), np.uint8)
-    for i in range(n):
-        c, r, g, b = i, 0, 0, 0
-        for j in range(8):
-            r |= ((c >> 0) & 1) << (7 - j); g |= ((c >> 1) & 1) << (7 - j); b |= ((c >> 2) & 1) << (7 - j)
-            c >>= 3
-        pal[i] = r, g, b
-    return pal
-
-def _save_mask(path, mask):
-    try: from wsss_lib.data import save_mask
-    except (ImportError, AttributeError): save_mask = None
-    if save_mask is not None: save_mask(path, mask)
-    else: save_png(path, mask, palette=_voc_palette())
-
 def _default_cam_loader(path):
     from wsss_lib.cam import load_cam_file   # imported here: crf must not depend on cam at import time
     return load_cam_file(path)
@@ -284,7 +261,7 @@ def _mask_one(job:dict, iid:str):
     except BadInputError as e: raise BadInputError(f"{cam_path}: {e}") from e
     if job['scores_dir'] is not None:
         save_npy(Path(job['scores_dir'])/f'{iid}.npy', {0: Q[0], **{int(k) + 1: Q[i + 1] for i, k in enumerate(keys.astype(np.int64))}})
-    _save_mask(Path(job['out_dir'])/f'{iid}.png', mask)   # last: an existing PNG means the image is finished
+    save_mask(Path(job['out_dir'])/f'{iid}.png', mask)   # last: an existing PNG means the image is finished
     return float((mask == 255).mean())
 
 def _mask_worker(item):

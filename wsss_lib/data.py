@@ -4,19 +4,19 @@
 
 # %% ../nbs/01_data.ipynb #da4b9237
 from __future__ import annotations
-import os, io, re, json, math, pickle, shutil, warnings
+import os, io, re, json, math, shutil, warnings
 import xml.etree.ElementTree as ET
 from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 from .core import (BadInputError, MissingFileError, atomic_write, save_json, save_npy, save_text,
-                           read_image, progress, parallel_map)
+                           read_image, progress, parallel_map, load_npy_safe)
 
 # %% auto #0
-__all__ = ['VOC_CLASSES', 'COCO_CLASSES', 'COCO_CATEGORY_IDS', 'VOC_BACKGROUND', 'VOC_PALETTE', 'SYNTH_CLASSES', 'SYNTH_CONTEXTS',
-           'IMAGENET_MEAN', 'IMAGENET_STD', 'CLIP_MEAN', 'CLIP_STD', 'class_index', 'voc_palette', 'colorize_mask',
-           'read_mask', 'save_mask', 'load_npy_dict', 'load_cls_labels', 'labels_from_mask', 'labels_from_xml',
+__all__ = ['VOC_CLASSES', 'COCO_CLASSES', 'COCO_CATEGORY_IDS', 'VOC_BACKGROUND', 'VOC_PALETTE', 'load_npy_dict', 'SYNTH_CLASSES',
+           'SYNTH_CONTEXTS', 'IMAGENET_MEAN', 'IMAGENET_STD', 'CLIP_MEAN', 'CLIP_STD', 'class_index', 'voc_palette',
+           'colorize_mask', 'read_mask', 'save_mask', 'load_cls_labels', 'labels_from_mask', 'labels_from_xml',
            'labels_to_keys', 'data_root', 'read_split', 'read_split_labels', 'load_dataset_info', 'SegDataset',
            'voc_dataset', 'coco_dataset', 'mask_labels', 'load_captions', 'make_synthetic_voc', 'ClsDataset']
 
@@ -130,37 +130,12 @@ def save_mask(path:str|Path, # where to write the PNG
     return path
 
 # %% ../nbs/01_data.ipynb #fa35e192
-_SAFE_GLOBALS = {('numpy', 'ndarray'), ('numpy', 'dtype'), ('_codecs', 'encode'), ('collections', 'OrderedDict'),
-                 ('numpy.core.multiarray', '_reconstruct'), ('numpy._core.multiarray', '_reconstruct'),
-                 ('numpy.core.multiarray', 'scalar'), ('numpy._core.multiarray', 'scalar')}
-
-class _SafeUnpickler(pickle.Unpickler):
-    def find_class(self, module, name):
-        if (module, name) in _SAFE_GLOBALS: return super().find_class(module, name)
-        raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
-
-def load_npy_dict(path:str|Path, # a .npy file holding a pickled object (dict) or a plain array
-                 ):
-    "Load a `.npy` file like `np.load(path, allow_pickle=True).item()`, but never run code from the file."
-    path = Path(path)
-    if not path.exists(): raise MissingFileError(f"{path}: file not found")
-    try:
-        with open(path, 'rb') as f:
-            version = np.lib.format.read_magic(f)
-            if version == (1, 0): shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
-            else: shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
-            if not dtype.hasobject:
-                f.seek(0); return np.load(f, allow_pickle=False)
-            obj = _SafeUnpickler(f, encoding='latin1').load()
-    except (pickle.UnpicklingError, ValueError, EOFError, OSError, AttributeError) as e:
-        raise BadInputError(f"{path}: not a readable .npy file ({e})") from e
-    if isinstance(obj, np.ndarray) and obj.dtype == object and obj.shape == (): obj = obj.item()
-    return obj
+load_npy_dict = load_npy_safe  # the safe `.npy` reader of wsss_lib.core, under this module's historical name
 
 def load_cls_labels(path:str|Path, # a PSA-style cls_labels.npy: {id: float32[C]}
                    )->dict: # id -> float32 [C]
     "Image-level labels from a `cls_labels.npy` dict."
-    d = load_npy_dict(path)
+    d = load_npy_safe(path, 'class-label file')
     if not isinstance(d, dict): raise BadInputError(f"{Path(path)}: expected a dict {{id: labels}}, got {type(d).__name__}")
     return {str(k): np.asarray(v, dtype=np.float32) for k, v in d.items()}
 
