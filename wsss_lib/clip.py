@@ -17,7 +17,7 @@ from open_clip.model import CLIP as OpenClipCLIP, CustomTextCLIP, get_cast_dtype
 from open_clip.model import convert_to_custom_text_state_dict, resize_pos_embed
 from open_clip.pretrained import get_pretrained_cfg, list_pretrained_tags_by_model
 from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
-from .core import BadInputError, MissingFileError, default_device
+from .core import BadInputError, MissingFileError, default_device, check_image
 
 # %% auto #0
 __all__ = ['CLIP_ES_TEMPLATE', 'CLIP_ES_ALT_TEMPLATE', 'VOC_CLASSES_PLAIN', 'VOC_NAMES_CLIP_ES', 'VOC_BACKGROUND',
@@ -348,9 +348,7 @@ def to_clip_input(image:np.ndarray, # H×W×3 uint8 RGB
                   mean=OPENAI_DATASET_MEAN, std=OPENAI_DATASET_STD,
                  )->torch.Tensor: # float32 [1,3,h,w]
     "Resize (bicubic, as torchvision's Resize on PIL images) and normalise an image for CLIP."
-    image = np.asarray(image)
-    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-        raise BadInputError(f"CLIP input must be an H×W×3 uint8 RGB image, got {image.shape} {image.dtype}")
+    image = check_image(image, 'CLIP input')
     im = Image.fromarray(image)
     if im.size != (size[1], size[0]): im = im.resize((size[1], size[0]), Image.BICUBIC)
     x = torch.from_numpy(np.asarray(im, dtype=np.float32) / 255.).permute(2, 0, 1)

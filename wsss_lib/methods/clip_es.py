@@ -9,7 +9,7 @@ import cv2
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from ..core import BadInputError
+from ..core import BadInputError, check_image
 from ..cam import CAMSource, register_cam_source
 from ..clip import (Clip, load_clip, dataset_texts, vit_embed, vit_blocks, vit_pool, capture_attention,
                            attention_weights, patch_multiple_size, CLIP_ES_TEMPLATE)
@@ -259,9 +259,7 @@ class ClipES(CAMSource):
                 keys, # int[K] present classes (0-based)
                )->dict:
         "Initial and refined CAMs (patch and image resolution), boxes, masks, affinity, scores."
-        image = np.asarray(image)
-        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-            raise BadInputError(f"image must be H×W×3 uint8 RGB, got {image.shape} {image.dtype}")
+        image = check_image(image)
         keys = self._check_keys(keys)
         H, W = image.shape[:2]
         init, ref, parts = [], [], []
