@@ -17,7 +17,7 @@ __all__ = ['WEIGHTS_DIR', 'TINY_CLIP', 'TINY_TAG', 'TEACHING_WORLD', 'CAPTION_TE
            'build_clip', 'vocab_from_texts', 'CompactTokenizer', 'sha256_file', 'list_weights', 'weights_record',
            'weights_file', 'save_weights', 'tokenizer_for', 'load_tiny_clip', 'shipped_clip_weights',
            'register_shipped_clip', 'load_timm_weights', 'weights_from_run', 'teaching_world', 'caption_contexts',
-           'caption_variant', 'training_vocabulary']
+           'caption_variant', 'training_vocabulary', 'swap_negative']
 
 # %% ../nbs/09_tiny.ipynb #ac3478d6
 def tiny_clip_config(image_size:int=64, # training image side (CAMs later run at other sizes with interpolated pos. embeddings)
@@ -31,6 +31,7 @@ def tiny_clip_config(image_size:int=64, # training image side (CAMs later run at
                      embed_dim:int=128, # joint embedding size
                      context_length:int=32, # text tokens per caption
                      vocab_size:int=512, # compact vocabulary size (`CompactTokenizer.vocab_size`)
+                     patch_dropout:float=0.0, # share of patch tokens dropped in training (FLIP; identity at inference)
                     )->dict:
     "An open_clip model config (the JSON layout of `open_clip/model_configs/*.json`) for a tiny CLIP."
     if image_size % patch_size: raise BadInputError(f"image_size {image_size} is not a multiple of patch_size {patch_size}")
@@ -38,7 +39,7 @@ def tiny_clip_config(image_size:int=64, # training image side (CAMs later run at
     if text_width % text_heads: raise BadInputError(f"text_width {text_width} is not a multiple of text_heads {text_heads}")
     return dict(embed_dim=embed_dim,
                 vision_cfg=dict(image_size=image_size, layers=layers, width=width, head_width=head_width, patch_size=patch_size,
-                                pool_type='avg'),
+                                pool_type='avg', **({'patch_dropout': patch_dropout} if patch_dropout else {})),
                 text_cfg=dict(context_length=context_length, vocab_size=vocab_size, width=text_width, heads=text_heads,
                               layers=text_layers))
 
@@ -289,3 +290,26 @@ def training_vocabulary(captions, # all training captions
     texts = list(captions) + [t.format(n) for t in templates for n in list(class_names) + list(context_words)]
     texts += [' and '.join(class_names)]
     return vocab_from_texts(texts)
+
+# %% ../nbs/09_tiny.ipynb #63266754
+import re
+
+def swap_negative(rng:np.random.Generator, # drives the choice
+                  text:str, # a training text (caption or templated prompt)
+                  classes:list, # all class names of the dataset
+                  present:list, # names of the classes present in the image
+                  contexts:list=(), # all context words
+                  present_contexts:list=(), # context words of the image
+                 )->str|None:
+    "The text with one present class (else context) word replaced by an absent one; None if there is nothing to swap."
+    words = re.findall(r"[a-z]+", text.lower())
+    absent = [c for c in classes if c not in present]
+    cands = [c for c in present if c in words or c + 's' in words] if absent else []
+    pool = absent
+    if not cands:
+        pool = [c for c in contexts if c not in present_contexts]
+        cands = [c for c in present_contexts if c in words] if pool else []
+        if not cands: return None
+    old = cands[rng.integers(len(cands))]; new = pool[rng.integers(len(pool))]
+    out = re.sub(rf"\b{re.escape(old)}(s?)\b", lambda m: new + m.group(1), text, count=1)
+    return re.sub(r"\b(a|an) (\w)", lambda m: ('an ' if m.group(2) in 'aeiou' else 'a ') + m.group(2), out)
