@@ -79,7 +79,11 @@ def test_cam_explorer_in_chromium(tmp_path):
                 page.wait_for_selector('.jp-Notebook', timeout=60_000)
                 page.wait_for_selector('.jp-Notebook .jp-Cell .jp-InputArea-editor', timeout=60_000)
                 prompt = "() => /\\[(\\*|\\d+)\\]/.test(document.querySelector('.jp-Notebook .jp-Cell .jp-InputPrompt').textContent)"
+                # wait for the kernel: on a loaded machine a keypress sent before it is up can raise a "Select Kernel" dialog
+                page.wait_for_function("() => /\\| Idle/.test(document.body.innerText)", timeout=120_000)
                 for attempt in range(4):   # the cell runs once the kernel is up; retry the keypress until it is queued
+                    if page.locator('.jp-Dialog').count():   # accept the preselected python3 kernel if asked anyway
+                        page.click('.jp-Dialog .jp-mod-accept'); page.wait_for_timeout(1000)
                     page.click('.jp-Notebook .jp-Cell .jp-InputArea-editor')
                     page.keyboard.press('Shift+Enter')
                     try: page.wait_for_function(prompt, timeout=10_000); break

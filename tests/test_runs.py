@@ -141,7 +141,7 @@ def test_sigkill_during_training_and_during_a_write_then_resume(baseline, runs):
     p = start('run', 'toy', '--run-id', 'killed', *SLOW, runs=runs)
     wait_for(lambda: (d/'checkpoints'/'last.pt').exists(), what='the first checkpoint')
     p.send_signal(signal.SIGKILL); p.wait(30)
-    time.sleep(2)  # the orphaned kernel notices its parent is gone within ~1 s and exits
+    time.sleep(2)  # the kernel dies with `wsss run` (PR_SET_PDEATHSIG); let the system reap it
     check_outputs_complete(d)
     assert status(d)['status'] == 'running'  # as written; `wsss runs` derives that the process is gone
     r = wsss('runs', runs=runs)

@@ -580,14 +580,25 @@ def _pm_logger():
     import logging
     return logging.getLogger('papermill')
 
+# The kernel is started by this Python with a prelude that asks Linux to kill it the moment `wsss run` dies
+# (prctl PR_SET_PDEATHSIG): a `kill -9` of the run must not leave an orphaned kernel that goes on writing files
+# for a second (ipykernel only notices a dead parent by polling it once a second). Elsewhere the prelude does nothing.
+_KERNEL_PRELUDE = '''import ctypes, os, signal, sys
+try: ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)
+except Exception: pass
+if os.getppid() != int(sys.argv.pop(1)): os._exit(1)
+sys.path[:] = [p for p in sys.path if p not in ('', '.')]
+from ipykernel import kernelapp
+kernelapp.launch_new_instance()'''
+
 def _kernel_manager():
-    "A kernel manager that starts this Python's ipykernel, whatever kernel specs are installed."
+    "A kernel manager that starts this Python's ipykernel (dying with this process), whatever kernel specs are installed."
     from jupyter_client.manager import KernelManager
     from jupyter_client.kernelspec import KernelSpec
     class _ThisPython(KernelManager):
         @property
         def kernel_spec(self):
-            return KernelSpec(argv=[sys.executable, '-m', 'ipykernel_launcher', '-f', '{connection_file}'],
+            return KernelSpec(argv=[sys.executable, '-c', _KERNEL_PRELUDE, str(os.getpid()), '-f', '{connection_file}'],
                               display_name='python3', language='python', interrupt_mode='signal', metadata={})
     return _ThisPython(kernel_name='python3')
 
