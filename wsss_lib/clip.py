@@ -17,7 +17,7 @@ from open_clip.model import CLIP as OpenClipCLIP, CustomTextCLIP, get_cast_dtype
 from open_clip.model import convert_to_custom_text_state_dict, resize_pos_embed
 from open_clip.pretrained import get_pretrained_cfg, list_pretrained_tags_by_model
 from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
-from .core import BadInputError, MissingFileError, default_device, check_image
+from .core import WsssError, BadInputError, MissingFileError, default_device, check_image
 
 # %% auto #0
 __all__ = ['CLIP_ES_TEMPLATE', 'CLIP_ES_ALT_TEMPLATE', 'VOC_CLASSES_PLAIN', 'VOC_NAMES_CLIP_ES', 'VOC_BACKGROUND',
@@ -70,13 +70,28 @@ def register_pretrained(tag:str, # the pretrained tag, e.g. 'wsss-tiny'
         register_model_config(f'{tag}-model', model); model = f'{tag}-model'
     _PRETRAINED[tag] = dict(path=Path(path), model=model, mean=tuple(mean), std=tuple(std), quick_gelu=quick_gelu, tokenizer=tokenizer)
 
+_SHIPPED_TRIED:list = []   # non-empty once `_register_shipped` ran in this process
+
+def _register_shipped()->bool:
+    "Register the CLIP weights shipped with wsss_lib (`wsss_lib.tiny.register_shipped_clip`), once per process; True if it ran now."
+    if _SHIPPED_TRIED: return False
+    _SHIPPED_TRIED.append(True)
+    from wsss_lib import tiny   # tiny sits above clip in the dependency order: imported lazily, only for an unknown name/tag
+    try: tiny.register_shipped_clip()
+    except WsssError as e: _SHIPPED_TRIED.append(e)   # kept for the error message of the failing lookup
+    return True
+
+def _shipped_note()->str:
+    return f" (the shipped weights could not be registered: {_SHIPPED_TRIED[1]})" if len(_SHIPPED_TRIED) > 1 else ''
+
 def get_model_config(name:str)->dict:
-    "The config dict of a registered or open_clip built-in architecture."
+    "The config dict of a registered or open_clip built-in architecture (an unknown name first registers the shipped weights)."
     if name in _MODEL_CONFIGS: return copy.deepcopy(_MODEL_CONFIGS[name])
     cfg = open_clip.get_model_config(name.replace('/', '-'))
+    if cfg is None and _register_shipped(): return get_model_config(name)
     if cfg is None:
         raise BadInputError(f"unknown CLIP model {name!r}: use an open_clip name ({', '.join(open_clip.list_models()[:8])}, ...) "
-                            f"or register_model_config(name, cfg)")
+                            f"or register_model_config(name, cfg)" + _shipped_note())
     return cfg
 
 # %% ../nbs/05_clip.ipynb #fe5dbbce
@@ -152,10 +167,11 @@ def resolve_weights(name:str, # model name
         if not e['path'].is_file(): raise MissingFileError(f"{e['path']}: weights registered as {pretrained!r} not found")
         return e['path'], e
     cfg = get_pretrained_cfg(name.replace('/', '-'), pretrained)
+    if not cfg and _register_shipped(): return resolve_weights(name, pretrained, cache_dir, offline)
     if not cfg:
         raise BadInputError(f"unknown pretrained tag {pretrained!r} for {name}: open_clip knows "
                             f"{list_pretrained_tags_by_model(name.replace('/', '-')) or 'none'}; registered: {sorted(_PRETRAINED) or 'none'}; "
-                            f"or pass a file path")
+                            f"or pass a file path" + _shipped_note())
     cdir = clip_cache_dir(cache_dir)
     url, hub = cfg.get('url', ''), cfg.get('hf_hub', '')
     if url and (cdir/os.path.basename(url)).is_file(): return cdir/os.path.basename(url), cfg
@@ -218,6 +234,12 @@ class Clip:
     def to(self, device):
         self.model.to(device); self._text_cache.clear(); return self
 
+def _unknown_tag(pretrained)->bool:
+    "A pretrained tag (not a file path) that neither the registry nor open_clip's ViT-B-16 knows."
+    if not isinstance(pretrained, str) or pretrained in _PRETRAINED: return False
+    if Path(pretrained).suffix in ('.pt', '.pth', '.bin', '.safetensors') or os.sep in pretrained: return False
+    return not get_pretrained_cfg('ViT-B-16', pretrained)
+
 def load_clip(name:str|None=None, # open_clip or registered model name; None = 'ViT-B-16' (or the registered tag's model)
               pretrained:str|None='openai', # open_clip tag, registered tag, weights file path, or None (random init)
               device=None, # torch device; None = `default_device()`
@@ -230,6 +252,7 @@ def load_clip(name:str|None=None, # open_clip or registered model name; None = '
     device = default_device(device)
     if precision == 'auto': precision = 'fp16' if device.type == 'cuda' else 'fp32'
     if precision not in ('fp32', 'fp16', 'bf16'): raise BadInputError(f"precision {precision!r}: use fp32, fp16, bf16 or auto")
+    if name is None and _unknown_tag(pretrained): _register_shipped()   # e.g. pretrained='wsss-tiny' before anything registered it
     if name is None: name = _PRETRAINED[pretrained]['model'] if pretrained in _PRETRAINED else 'ViT-B-16'
     cfg = get_model_config(name)
     mean, std, path, sd, tag_cfg = OPENAI_DATASET_MEAN, OPENAI_DATASET_STD, None, None, {}
@@ -248,7 +271,7 @@ def load_clip(name:str|None=None, # open_clip or registered model name; None = '
               and open_clip.get_model_config(name.replace('/', '-')) is None else open_clip.get_tokenizer(name.replace('/', '-'))
     return Clip(model, tok, name, pretrained, mean, std)
 
-# %% ../nbs/05_clip.ipynb #0716d970
+# %% ../nbs/05_clip.ipynb #b3f0c7f6
 CLIP_ES_TEMPLATE = 'a clean origami {}.'
 CLIP_ES_ALT_TEMPLATE = 'a rendering of a weird {}.'
 
@@ -312,7 +335,7 @@ def dataset_texts(dataset='voc', # 'voc', 'coco', or a dict with `classes` (+ op
     syn = dataset.get('synonyms') or {}
     return [fuse_synonyms(c, syn.get(c, ())) for c in classes], list(bg or [])
 
-# %% ../nbs/05_clip.ipynb #91032ad7
+# %% ../nbs/05_clip.ipynb #12c6fc06
 @torch.no_grad()
 def _encode_texts(clip:Clip, names, templates)->torch.Tensor:
     feats = []
@@ -338,7 +361,7 @@ def _text_features(self:Clip, names, # class strings (synonyms already fused)
     return self._text_cache[key]
 Clip.text_features = _text_features
 
-# %% ../nbs/05_clip.ipynb #d435a6cd
+# %% ../nbs/05_clip.ipynb #f6e1126c
 def patch_multiple_size(h:int, w:int, patch:int=16, scale:float=1.0)->tuple[int, int]:
     "CLIP-ES's input size: each side scaled and rounded UP to a multiple of the patch size."
     return int(math.ceil(scale * h / patch) * patch), int(math.ceil(scale * w / patch) * patch)
@@ -411,7 +434,7 @@ def vit_pool(visual:nn.Module, tokens:torch.Tensor, mode:str='model')->torch.Ten
     else: raise BadInputError(f"pooling {mode!r}: use 'model' or 'patch_mean'")
     return x @ visual.proj if visual.proj is not None else x
 
-# %% ../nbs/05_clip.ipynb #887309d0
+# %% ../nbs/05_clip.ipynb #0a57cb53
 def attention_weights(mha:nn.MultiheadAttention, # the block's attention module
                       query:torch.Tensor, key:torch.Tensor|None=None, # inputs, batch-first [B,N,D] (or as mha.batch_first says)
                       attn_mask:torch.Tensor|None=None,
@@ -461,7 +484,7 @@ def capture_attention(visual:nn.Module, # open_clip VisionTransformer (or any mo
     finally:
         for h in handles: h.remove()
 
-# %% ../nbs/05_clip.ipynb #7719a1c7
+# %% ../nbs/05_clip.ipynb #63266754
 def prompt_sharpness(scores, # [n, C] softmax scores (rows sum to 1)
                      labels, # [n, C] multi-hot targets
                      min_targets:int=2, # images with fewer targets are skipped
