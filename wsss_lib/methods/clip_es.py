@@ -15,9 +15,9 @@ from ..clip import (Clip, load_clip, dataset_texts, vit_embed, vit_blocks, vit_p
                            attention_weights, patch_multiple_size, CLIP_ES_TEMPLATE)
 
 # %% auto #0
-__all__ = ['clip_es_input', 'frozen_forward', 'clip_es_logits', 'last_block_scores', 'gradcam_maps', 'softmax_gradcam',
-           'softmax_gradcam_loop', 'attention_affinity', 'sinkhorn_normalize', 'caa_transition', 'box_mask',
-           'caa_refine', 'resize_maps', 'ClipES', 'clip_es_pseudo_mask', 'confidence_guided_loss']
+__all__ = ['GRADCAM_SCORES', 'clip_es_input', 'frozen_forward', 'clip_es_logits', 'last_block_scores', 'gradcam_maps',
+           'softmax_gradcam', 'softmax_gradcam_loop', 'attention_affinity', 'sinkhorn_normalize', 'caa_transition',
+           'box_mask', 'caa_refine', 'resize_maps', 'ClipES', 'clip_es_pseudo_mask', 'confidence_guided_loss']
 
 # %% ../../nbs/10_clip_es.ipynb #902ba3cd
 def clip_es_input(clip:Clip, image:np.ndarray, # H×W×3 uint8 RGB
@@ -53,14 +53,22 @@ def clip_es_logits(clip:Clip, emb:torch.Tensor, # [B,E] image embeddings
     if getattr(clip.model, 'logit_bias', None) is not None: z = z + clip.model.logit_bias.to(emb.dtype)
     return z
 
+GRADCAM_SCORES = ('softmax', 'logit')
+
+def _check_score(score:str):
+    if score not in GRADCAM_SCORES: raise BadInputError(f"score {score!r}: use 'softmax' (CLIP-ES) or 'logit' (plain CLIP Grad-CAM)")
+
 def last_block_scores(clip:Clip, x:torch.Tensor, # [B,N,D] tokens entering the last block
                       A:torch.Tensor, # [B,N,D] ln_1(x) (the Grad-CAM activations)
-                      text:torch.Tensor, # [K+M,E] present-class then background features
-                     )->torch.Tensor: # [B,K+M] softmax scores
-    "The last block from ln_1's output on, patch-mean pooling, softmax over the image's text set."
+                      text:torch.Tensor, # [T,E] the text set, e.g. present-class then background features
+                      score:str='softmax', # 'softmax' over the text set (CLIP-ES) or the raw 'logit' z
+                     )->torch.Tensor: # [B,T] softmax scores (or logits)
+    "The last block from ln_1's output on, patch-mean pooling, softmax (or raw logits) over the image's text set."
+    _check_score(score)
     v = clip.visual
     y = _block_rest(v.transformer.resblocks[-1], x, A)
-    return clip_es_logits(clip, vit_pool(v, y, 'patch_mean'), text).softmax(-1)
+    z = clip_es_logits(clip, vit_pool(v, y, 'patch_mean'), text)
+    return z.softmax(-1) if score == 'softmax' else z
 
 def _scale_cam(c:torch.Tensor)->torch.Tensor:
     "pytorch-grad-cam's scale_cam_image per map: x -= min; x /= (max + 1e-7)."
@@ -79,38 +87,55 @@ def gradcam_maps(acts:torch.Tensor, # [K,N,D] activations (CLS first)
     cam = (a * wts).sum(-1).clamp_min(0).reshape(-1, h, w)
     return _scale_cam(_scale_cam(cam).clamp_min(0))
 
+def _targets(text:torch.Tensor, n_classes:int, targets)->torch.Tensor:
+    "Rows of the text set that are the Grad-CAM targets (default: the first K)."
+    K = int(n_classes)
+    if targets is None:
+        if not 1 <= K <= len(text): raise BadInputError(f"need 1 <= K <= {len(text)} present classes, got {K}")
+        return torch.arange(K)
+    t = torch.as_tensor(np.asarray(targets, dtype=np.int64).ravel())
+    if len(t) != K or K < 1: raise BadInputError(f"targets {t.tolist()}: need n_classes={K} >= 1 rows")
+    if t.min() < 0 or t.max() >= len(text): raise BadInputError(f"targets {t.tolist()} out of range for a text set of {len(text)}")
+    return t
+
 def softmax_gradcam(clip:Clip, tokens:torch.Tensor, # [1,N,D] from `frozen_forward`
-                    text:torch.Tensor, # [K+M,E]: the K present classes first, then the background texts
+                    text:torch.Tensor, # [T,E] the text set; default layout: the K present classes first, then the background texts
                     n_classes:int, # K
                     grid:tuple[int, int], # (h, w)
                     strategy:str='vmap', # 'vmap': one forward, one batched backward (is_grads_batched); 'copies': K copies, one backward
-                   )->dict: # cams [K,h,w], scores [K+M], attn (last block, head-averaged [1,N,N])
-    "Softmax-GradCAM for all K present classes with ONE (batched) backward pass through the last block."
+                    score:str='softmax', # Grad-CAM target: 'softmax' s_c over `text` (CLIP-ES) or the raw 'logit' z_c
+                    targets=None, # int[K] rows of `text` that are the K targets; None = rows 0..K-1
+                   )->dict: # cams [K,h,w], scores [T] (softmax or logits), attn (last block, head-averaged [1,N,N])
+    "Softmax-GradCAM (or logit Grad-CAM) for all K present classes with ONE (batched) backward pass through the last block."
     K = int(n_classes)
-    if not 1 <= K <= len(text): raise BadInputError(f"need 1 <= K <= {len(text)} present classes, got {K}")
+    _check_score(score)
     if strategy not in ('vmap', 'copies'): raise BadInputError(f"strategy {strategy!r}: use 'vmap' or 'copies'")
     blk = clip.visual.transformer.resblocks[-1]
     x = tokens.detach()
     with torch.no_grad():
         A0 = blk.ln_1(x)
         attn = attention_weights(blk.attn, A0).mean(1)
+    tgt = _targets(text, K, targets).to(x.device)
     idx = torch.arange(K, device=x.device)
     with torch.enable_grad():
         if strategy == 'vmap':
             A = A0.clone().requires_grad_(True)
-            s = last_block_scores(clip, x, A, text)                            # [1, K+M], one forward
-            go = torch.zeros(K, *s.shape, dtype=s.dtype, device=s.device); go[idx, 0, idx] = 1
+            s = last_block_scores(clip, x, A, text, score)                     # [1, T], one forward
+            go = torch.zeros(K, *s.shape, dtype=s.dtype, device=s.device); go[idx, 0, tgt] = 1
             g, = torch.autograd.grad(s, A, grad_outputs=go, is_grads_batched=True)  # [K,1,N,D]
             g, acts = g[:, 0], A.detach().expand(K, -1, -1)
         else:
             A = A0.expand(K, -1, -1).clone().requires_grad_(True)
-            s = last_block_scores(clip, x.expand(K, -1, -1), A, text)          # [K, K+M]
-            g, = torch.autograd.grad(s[idx, idx].sum(), A)
+            s = last_block_scores(clip, x.expand(K, -1, -1), A, text, score)   # [K, T]
+            g, = torch.autograd.grad(s[idx, tgt].sum(), A)
             acts = A.detach()
     return dict(cams=gradcam_maps(acts, g, grid), scores=s[0].detach().float(), attn=attn)
 
-def softmax_gradcam_loop(clip:Clip, tokens:torch.Tensor, text:torch.Tensor, n_classes:int, grid:tuple[int, int])->dict:
+def softmax_gradcam_loop(clip:Clip, tokens:torch.Tensor, text:torch.Tensor, n_classes:int, grid:tuple[int, int],
+                         score:str='softmax', targets=None)->dict:
     "The official procedure: hooks on the last block's ln_1, one forward and one backward pass per class (reference)."
+    _check_score(score)
+    tgt = _targets(text, n_classes, targets).tolist()
     v = clip.visual; blk = v.transformer.resblocks[-1]
     store = {}
     def fwd(mod, inp, out):
@@ -118,18 +143,19 @@ def softmax_gradcam_loop(clip:Clip, tokens:torch.Tensor, text:torch.Tensor, n_cl
         out.register_hook(lambda g: store.__setitem__('grad', g.detach()))
     cams, h = [], blk.ln_1.register_forward_hook(fwd)
     try:
-        for c in range(int(n_classes)):
+        for c in tgt:
             with torch.enable_grad():
                 x = tokens.detach().clone().requires_grad_(True)      # so ln_1's output is part of the graph
                 y = blk(x if v.transformer.batch_first else x.transpose(0, 1))
                 y = y if v.transformer.batch_first else y.transpose(0, 1)
-                s = clip_es_logits(clip, vit_pool(v, y, 'patch_mean'), text).softmax(-1)
+                s = clip_es_logits(clip, vit_pool(v, y, 'patch_mean'), text)
+                s = s.softmax(-1) if score == 'softmax' else s
                 s[0, c].backward()
             cams.append(gradcam_maps(store['act'], store['grad'], grid))
     finally: h.remove()
     return dict(cams=torch.cat(cams), scores=s[0].detach().float())
 
-# %% ../../nbs/10_clip_es.ipynb #1574bddb
+# %% ../../nbs/10_clip_es.ipynb #9e6a55b6
 def attention_affinity(attn_maps, # list of per-block [1,N,N] (or [N,N]) head-averaged attention, in block order
                        n_layers:int=8, # how many of the last blocks to average (CLIP-ES: 8)
                       )->torch.Tensor: # float32 [hw, hw]
@@ -194,14 +220,17 @@ def resize_maps(maps:torch.Tensor|np.ndarray, # [K,h,w]
     m = maps.detach().cpu().float().numpy() if torch.is_tensor(maps) else np.asarray(maps, np.float32)
     return np.stack([cv2.resize(c, (size[1], size[0])) for c in m]).astype(np.float32) if len(m) else np.zeros((0, *size), np.float32)
 
-# %% ../../nbs/10_clip_es.ipynb #12c6fc06
+# %% ../../nbs/10_clip_es.ipynb #4d134bc0
 @register_cam_source('clip_es')
 class ClipES(CAMSource):
     "CLIP-ES CAMs (Softmax-GradCAM + CAA) for images with known present classes; CAM source \"clip_es\"."
     def __init__(self, model:str|None=None, # open_clip model name (or registered); None = ViT-B-16, or the registered tag's model
                  pretrained:str|None='openai', # tag, registered tag, weights file, or None (random: meaningless CAMs)
                  dataset='voc', # 'voc', 'coco' or a dataset.json-like dict: class strings and background texts
-                 names:list|None=None, background:list|None=None, # override the class strings / background texts
+                 names:list|None=None, # override the class strings
+                 background:list|bool|None=None, # background texts: None/True = the dataset's, a list overrides, False = none
+                 score:str='softmax', # Grad-CAM target: 'softmax' (CLIP-ES) or the raw 'logit' z_c (plain CLIP Grad-CAM)
+                 text_set:str='present', # softmax over the 'present' classes (CLIP-ES) or 'all' dataset classes (+ background)
                  template:str=CLIP_ES_TEMPLATE, # prompt template (CLIP-ES: 'a clean origami {}.')
                  tau:float|None=None, # box threshold; None = 0.7 for COCO, else 0.4
                  n_attn_layers:int=8, # attention layers for CAA
@@ -216,7 +245,10 @@ class ClipES(CAMSource):
                 ):
         self.clip = clip if clip is not None else load_clip(model, pretrained, device, cache_dir, offline, precision)
         dn, db = dataset_texts(dataset)
-        self.names, self.background = list(names if names is not None else dn), list(background if background is not None else db)
+        if background is None or background is True: background = db
+        elif background is False: background = []
+        self.names, self.background = list(names if names is not None else dn), list(background)
+        self.score, self.text_set = self._check_options(score, text_set)
         self.template, self.n_attn_layers, self.n_squarings = template, n_attn_layers, n_squarings
         dname = dataset if isinstance(dataset, str) else str(dataset.get('name', '')) if isinstance(dataset, dict) else ''
         is_coco = dname.lower().startswith('coco')
@@ -226,6 +258,23 @@ class ClipES(CAMSource):
         self.bg = self.clip.text_features(self.background, template)
         self.last = None
 
+    @staticmethod
+    def _check_options(score, text_set):
+        _check_score(score)
+        if text_set not in ('present', 'all'): raise BadInputError(f"text_set {text_set!r}: use 'present' (CLIP-ES) or 'all'")
+        return score, text_set
+
+    def text_and_targets(self, keys, # int[K] present classes (already checked)
+                         text_set:str|None=None, background:bool=True, # None = the object's text set; background: append its texts
+                        )->tuple[torch.Tensor, torch.Tensor, list]: # text features [T,E], target rows [K], the T strings
+        "The text set of the softmax and the rows of the K targets in it."
+        ts = self.text_set if text_set is None else text_set
+        k = torch.as_tensor(np.asarray(keys, dtype=np.int64), device=self.fg.device)
+        if ts == 'present': fg, tgt, names = self.fg[k], torch.arange(len(k)), [self.names[i] for i in keys]
+        else: fg, tgt, names = self.fg, k.cpu(), list(self.names)
+        bg, bnames = (self.bg, list(self.background)) if background else (self.bg[:0], [])
+        return torch.cat([fg, bg]), tgt, names + bnames
+
     def _check_keys(self, keys)->np.ndarray:
         keys = np.asarray(keys, dtype=np.int64).ravel()
         if len(keys) == 0: raise BadInputError("CLIP-ES needs at least one present class (keys is empty)")
@@ -234,14 +283,36 @@ class ClipES(CAMSource):
         if len(set(keys.tolist())) != len(keys): raise BadInputError(f"class keys {keys.tolist()} contain duplicates")
         return keys
 
-    def _one(self, image:np.ndarray, keys:np.ndarray, scale:float)->dict:
+    def _gradcam(self, image:np.ndarray, keys:np.ndarray, scale:float, score:str, text_set:str, background:bool):
         clip = self.clip
         x = clip_es_input(clip, image, scale)
         grid = (x.shape[-2] // clip.patch_size, x.shape[-1] // clip.patch_size)
         tokens, maps = frozen_forward(clip, x, self.pos_embed_fp16)
-        text = torch.cat([self.fg[torch.as_tensor(keys, device=self.fg.device)], self.bg])
+        text, tgt, _ = self.text_and_targets(keys, text_set, background)
         fn = softmax_gradcam if self.batched else softmax_gradcam_loop
-        r = fn(clip, tokens, text, len(keys), grid)
+        return fn(clip, tokens, text, len(keys), grid, score=score, targets=tgt), tokens, maps, grid
+
+    def gradcam(self, image:np.ndarray, # H×W×3 uint8 RGB
+                keys, # int[K] present classes (0-based)
+                score:str|None=None, # None = the object's ('softmax' | 'logit')
+                text_set:str|None=None, # None = the object's ('present' | 'all')
+                background:bool=True, # include the object's background texts in the softmax
+               )->np.ndarray: # K×H×W float32 in [0,1]
+        "The initial (unrefined) Grad-CAMs at image size, with per-call target options (ablations: no softmax, no background, ...)."
+        image = check_image(image); keys = self._check_keys(keys)
+        score, text_set = self._check_options(self.score if score is None else score, self.text_set if text_set is None else text_set)
+        H, W = image.shape[:2]
+        out = []
+        for s in self.scales:
+            for fl in ([False, True] if self.flip else [False]):
+                im = np.ascontiguousarray(image[:, ::-1]) if fl else image
+                m = resize_maps(self._gradcam(im, keys, s, score, text_set, background)[0]['cams'].float().cpu(), (H, W))
+                out.append(m[..., ::-1] if fl else m)
+        return np.ascontiguousarray(np.mean(out, 0), dtype=np.float32)
+
+    def _one(self, image:np.ndarray, keys:np.ndarray, scale:float)->dict:
+        clip = self.clip
+        r, tokens, maps, grid = self._gradcam(image, keys, scale, self.score, self.text_set, True)
         if 'attn' not in r:
             with torch.no_grad():
                 blk = clip.visual.transformer.resblocks[-1]
@@ -272,7 +343,7 @@ class ClipES(CAMSource):
                 init.append(i_hr); ref.append(r_hr); parts.append(p)
         res = dict(keys=keys, cams=np.ascontiguousarray(np.mean(ref, 0), dtype=np.float32),
                    initial=np.ascontiguousarray(np.mean(init, 0), dtype=np.float32), **parts[0])
-        res['text'] = [self.names[k] for k in keys] + self.background
+        res['text'] = self.text_and_targets(keys)[2]
         self.last = res
         return res
 
@@ -280,7 +351,7 @@ class ClipES(CAMSource):
         "Refined CLIP-ES CAMs, K×H×W float32 in [0,1], aligned with `keys`."
         return self.compute(image, keys)['cams']
 
-# %% ../../nbs/10_clip_es.ipynb #f6e1126c
+# %% ../../nbs/10_clip_es.ipynb #bc33ea4e
 def clip_es_pseudo_mask(image:np.ndarray, # H×W×3 uint8 RGB
                         cams:np.ndarray, # K×H×W refined CAMs
                         keys, # int[K]
