@@ -32,7 +32,7 @@ def test_table_columns_from_the_right_runs(tmp_path):
     v2 = _fake_run(tmp_path/'r'/'b', 2, False, dict(cams_attn=0.21, cams=0.22, cams_sym=0.23), rw=0.29)
     un = _fake_run(tmp_path/'r'/'c', 2, True, dict(cams_attn=0.31, cams=0.32, cams_sym=0.33), rw=0.39, rw_seeds='cams_sym')
     run = tmp_path/'table'
-    _run(tmp_path/'out.ipynb', v1_run=str(v1), v2_run=str(v2), unet_run=str(un), figures_dir=None, run_dir=str(run))
+    _run(tmp_path/'out.ipynb', v1_run=str(v1), v2_run=str(v2), unet_run=str(un), figures_dir=None, run_dir=str(run), attention_stats=0)
     m = json.loads((run/'metrics.json').read_text())
     assert m['table'] == {'V1 seeds': 0.11, 'V2 seeds': 0.21, '+ patch affinity': 0.22, '+ S+Sᵀ': 0.23,
                           '+ U-Net branch': 0.33, '+ PSA random walk': 0.39}
@@ -61,6 +61,10 @@ def test_table_smoke_preset_runs_the_three_variants(tmp_path):
     assert m['table']['+ U-Net branch'] == real['v2-unet']['seeds']['cams_sym']['miou']
     assert m['table']['+ PSA random walk'] == real['v2-unet']['rw']['miou']
     assert all(0 <= v <= 1 for v in m['table'].values())
+    for k in ('v2', 'unet'):    # attention diagnostics of the real checkpoints: 4 blocks, fractions
+        a = m['attention'][k]
+        assert a['images'] == 4 and len(a['row_entropy']) == 4 and all(0 < e <= 1 + 1e-6 for e in a['row_entropy'])
+        assert all(0 <= v <= 1 for v in a['fg_share_received'] + a['fg_share_top5']) and 0 < a['fg_share_of_patches'] < 1
     # a second call finds the three runs finished and starts none
     _run(tmp_path/'out2.ipynb', smoke=True, run_dir=str(run))
     assert 'run mctformer --run-id' not in (tmp_path/'out2.ipynb').read_text()
