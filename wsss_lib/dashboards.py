@@ -129,6 +129,12 @@ class Guard:
             except Exception as e: self.fail(e)
         return inner
 
+class _Dashboard:
+    "What the dashboards share: one-line display in a notebook, and callbacks whose errors go to the message bar."
+    def show(self): display(self.widget)
+    def _ipython_display_(self): self.show()
+    def _guarded(self, fn, *a, **k): return self.guard(fn)(*a, **k)
+
 # %% ../nbs/20_dashboards.ipynb #fa35e192
 def source_layers(source)->list[str]:
     "Layers a source can map (empty when its layer is fixed)."
@@ -227,7 +233,7 @@ def _as_sources(sources)->dict:
 _CRF_SLIDERS = (('n_iter', 1, 20, 1), ('gauss_sxy', 0.5, 10, 0.5), ('gauss_compat', 0, 10, 0.5),
                 ('bi_sxy', 5, 150, 1), ('bi_srgb', 1, 30, 1), ('bi_compat', 0, 20, 0.5))
 
-class CAMExplorer:
+class CAMExplorer(_Dashboard):
     "Explore the CAMs of a dataset's images: sources, classes, background threshold/power, CRF, per-image IoU."
     def __init__(self, dataset:SegDataset, # the images (a split; other splits of its folder can be browsed)
                  sources=None, # a CAMSource, {name: source}, or a folder of CAM files
@@ -327,13 +333,8 @@ class CAMExplorer:
             self._widget = widgets.VBox([sel, post, self.guard.widget,
                                          widgets.HBox([p.widget for p in self.panels.values()]), self.w_iou])
         return self._widget
-    def show(self): display(self.widget)
-    def _ipython_display_(self): self.show()
 
     # ---- selection ------------------------------------------------------------------------------------------------
-    def _guarded(self, fn, *a, **k):
-        try: return fn(*a, **k)
-        except Exception as e: self.guard.fail(e)
 
     @property
     def source(self): return self.sources.get(self.w_source.value)
@@ -546,7 +547,7 @@ class CAMExplorer:
 def _fig_png(fig:Figure)->bytes:
     b = io.BytesIO(); fig.savefig(b, format='png'); return b.getvalue()
 
-class PromptExplorer:
+class PromptExplorer(_Dashboard):
     "Compare CLIP prompt templates and synonyms: sharpness, score distributions and CLIP-ES CAMs under two templates."
     def __init__(self, clip, # a `wsss_lib.clip.Clip`
                  dataset:SegDataset, # images with labels (several classes per image make sharpness defined)
@@ -607,12 +608,7 @@ class PromptExplorer:
                                          widgets.HBox([self.w_image, self.w_cam_class]), self.guard.widget, self.w_stats,
                                          widgets.HBox([p.widget for p in self.panels.values()])])
         return self._widget
-    def show(self): display(self.widget)
-    def _ipython_display_(self): self.show()
 
-    def _guarded(self, fn, *a, **k):
-        try: return fn(*a, **k)
-        except Exception as e: self.guard.fail(e)
 
     @staticmethod
     def _check_templates(ts):
@@ -773,7 +769,7 @@ def clip_attention_stack(clip, # `wsss_lib.clip.Clip`
         vit_blocks(clip.visual, vit_embed(clip.visual, x, round_fp16=pos_embed_fp16))
     return torch.stack([a[0, :, 1:, 1:] for a in att.per_head]).to(torch.float16).cpu(), grid
 
-class AffinityExplorer:
+class AffinityExplorer(_Dashboard):
     "One patch's affinities in CLIP-ES (attention, Sinkhorn, CAA boxes) and PSA (random walk), and the refined CAMs."
     def __init__(self, dataset:SegDataset, # images with labels
                  source, # a `ClipES` CAM source (its CLIP, texts, τ, CAA settings are used)
@@ -836,12 +832,7 @@ class AffinityExplorer:
                 widgets.HBox([p[k].widget for k in ('psa_w', 'psa_rw', 'psa_cam')]),
                 widgets.HBox([p[k].widget for k in ('initial', 'refined', 'diff')])])
         return self._widget
-    def show(self): display(self.widget)
-    def _ipython_display_(self): self.show()
 
-    def _guarded(self, fn, *a, **k):
-        try: return fn(*a, **k)
-        except Exception as e: self.guard.fail(e)
 
     # ---- heavy step -----------------------------------------------------------------------------------------------
     def _load(self):
