@@ -8,17 +8,10 @@ import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-NB = REPO/'nbs'/'experiments'/'mctformer.ipynb'
 
 
-def _run(out_nb, **params):
-    papermill = pytest.importorskip('papermill')
-    os.environ.setdefault('MPLBACKEND', 'Agg')
-    papermill.execute_notebook(str(NB), str(out_nb), parameters=params, kernel_name='python3', progress_bar=False,
-                               cwd=str(REPO))
-
-
-def test_mctformer_pipeline_smoke_and_resume(tmp_path):
+def test_mctformer_pipeline_smoke_and_resume(tmp_path, run_experiment_nb):
+    _run = lambda out, **p: run_experiment_nb('mctformer', out, **p)
     from wsss_lib.cam import load_cam_file
     from wsss_lib.data import read_mask, SegDataset
     from wsss_lib.metrics import threshold_curve

@@ -6,14 +6,6 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-NB = REPO/'nbs'/'experiments'/'mctformer_table.ipynb'
-
-
-def _run(out_nb, **params):
-    papermill = pytest.importorskip('papermill')
-    os.environ.setdefault('MPLBACKEND', 'Agg')
-    papermill.execute_notebook(str(NB), str(out_nb), parameters=params, kernel_name='python3', progress_bar=False,
-                               cwd=str(REPO))
 
 
 def _fake_run(folder, version, unet, seeds, rw=None, rw_seeds='cams'):
@@ -27,7 +19,8 @@ def _fake_run(folder, version, unet, seeds, rw=None, rw_seeds='cams'):
     return folder
 
 
-def test_table_columns_from_the_right_runs(tmp_path):
+def test_table_columns_from_the_right_runs(tmp_path, run_experiment_nb):
+    _run = lambda out, **p: run_experiment_nb('mctformer_table', out, **p)
     v1 = _fake_run(tmp_path/'r'/'a', 1, False, dict(cams_attn=0.11, cams=0.12, cams_sym=0.13))
     v2 = _fake_run(tmp_path/'r'/'b', 2, False, dict(cams_attn=0.21, cams=0.22, cams_sym=0.23), rw=0.29)
     un = _fake_run(tmp_path/'r'/'c', 2, True, dict(cams_attn=0.31, cams=0.32, cams_sym=0.33), rw=0.39, rw_seeds='cams_sym')
@@ -50,7 +43,8 @@ def test_table_columns_from_the_right_runs(tmp_path):
 
 
 @pytest.mark.slow
-def test_table_smoke_preset_runs_the_three_variants(tmp_path):
+def test_table_smoke_preset_runs_the_three_variants(tmp_path, run_experiment_nb):
+    _run = lambda out, **p: run_experiment_nb('mctformer_table', out, **p)
     run = tmp_path/'table'
     _run(tmp_path/'out.ipynb', smoke=True, run_dir=str(run))
     m = json.loads((run/'metrics.json').read_text())

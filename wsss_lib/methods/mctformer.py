@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from PIL import Image
 from timm.models.vision_transformer import VisionTransformer
 from timm.layers import trunc_normal_
-from ..core import BadInputError, MissingFileError, load_torch, save_npy, default_device, progress
+from ..core import BadInputError, MissingFileError, load_torch, save_npy, default_device, progress, check_image
 from ..affinity import head_mean_sum, affinity_refine
 from ..cam import CAMSource, register_cam_source, save_cam_file
 
@@ -295,9 +295,7 @@ IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 def to_input(image:np.ndarray, # H×W×3 uint8 RGB
              mean=IMAGENET_MEAN, std=IMAGENET_STD)->torch.Tensor:
     "ToTensor + Normalize: (3, H, W) float32."
-    if not (isinstance(image, np.ndarray) and image.ndim == 3 and image.shape[2] == 3 and image.dtype == np.uint8):
-        raise BadInputError(f"image must be H×W×3 uint8 RGB, got {getattr(image, 'shape', type(image))} {getattr(image, 'dtype', '')}")
-    x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float() / 255.
+    x = torch.from_numpy(np.ascontiguousarray(check_image(image))).permute(2, 0, 1).float() / 255.
     return (x - torch.tensor(mean)[:, None, None]) / torch.tensor(std)[:, None, None]
 
 def minmax_per_class(cams:torch.Tensor|np.ndarray, # (K, H, W)
