@@ -15,10 +15,11 @@ from .core import (BadInputError, MissingFileError, atomic_write, save_json, sav
 
 # %% auto #0
 __all__ = ['VOC_CLASSES', 'COCO_CLASSES', 'COCO_CATEGORY_IDS', 'VOC_BACKGROUND', 'VOC_PALETTE', 'load_npy_dict', 'SYNTH_CLASSES',
-           'SYNTH_CONTEXTS', 'IMAGENET_MEAN', 'IMAGENET_STD', 'CLIP_MEAN', 'CLIP_STD', 'class_index', 'voc_palette',
-           'colorize_mask', 'read_mask', 'save_mask', 'load_cls_labels', 'labels_from_mask', 'labels_from_xml',
-           'labels_to_keys', 'data_root', 'read_split', 'read_split_labels', 'load_dataset_info', 'SegDataset',
-           'voc_dataset', 'coco_dataset', 'mask_labels', 'load_captions', 'make_synthetic_voc', 'ClsDataset']
+           'SYNTH_CONTEXTS', 'VOC_MEDIAN_AREA', 'SYNTH_SIZES', 'IMAGENET_MEAN', 'IMAGENET_STD', 'CLIP_MEAN', 'CLIP_STD',
+           'class_index', 'voc_palette', 'colorize_mask', 'read_mask', 'save_mask', 'load_cls_labels',
+           'labels_from_mask', 'labels_from_xml', 'labels_to_keys', 'data_root', 'read_split', 'read_split_labels',
+           'load_dataset_info', 'SegDataset', 'voc_dataset', 'coco_dataset', 'mask_labels', 'load_captions',
+           'make_synthetic_voc', 'mask_areas', 'class_area_stats', 'ClsDataset']
 
 # %% ../nbs/01_data.ipynb #ac3478d6
 VOC_CLASSES = ('aeroplane', 'bicycle', 'bird', 'boat', 'bottle', 'bus', 'car', 'cat', 'chair', 'cow', 'diningtable',
@@ -459,6 +460,12 @@ _NUM = {1: 'a', 2: 'two', 3: 'three'}
 # size: width as a fraction of the image width (lo, hi), and height/width
 _SPRITE_SIZE = {'aeroplane': ((0.30, 0.60), 0.45), 'bird': ((0.14, 0.30), 0.65), 'boat': ((0.25, 0.50), 0.85),
                 'car': ((0.25, 0.45), 0.50), 'cow': ((0.22, 0.40), 0.70), 'train': ((0.50, 0.90), 0.38)}
+# PASCAL VOC 2012: median share of the (non-void) image a class covers, over the train+val masks that hold it
+VOC_MEDIAN_AREA = dict(aeroplane=0.105, bird=0.068, boat=0.078, car=0.085, cow=0.172, train=0.248)
+# widths (hi = 2 lo) calibrated so that the generated worlds' medians match VOC_MEDIAN_AREA (see "Object sizes")
+_SPRITE_SIZE_VOC = {'aeroplane': ((0.80, 1.60), 0.45), 'bird': ((0.48, 0.96), 0.65), 'boat': ((0.33, 0.66), 0.85),
+                    'car': ((0.40, 0.80), 0.50), 'cow': ((0.56, 1.12), 0.70), 'train': ((0.68, 1.36), 0.38)}
+SYNTH_SIZES = {'v1': _SPRITE_SIZE, 'voc': _SPRITE_SIZE_VOC}   # the generator's `sizes` option
 
 def _smooth(rng, h, w, cell):
     "Smooth noise in [0,1]: random values on a coarse grid, bilinearly upsampled."
@@ -643,7 +650,7 @@ def _draw_synthetic(args):
     Y, X = np.mgrid[0:H, 0:W].astype(np.float32)
     placed = []
     for cls, ctx in objs:
-        (wlo, whi), aspect = _SPRITE_SIZE[cls]
+        (wlo, whi), aspect = SYNTH_SIZES[p.get('sizes', 'v1')][cls]
         bw = W * rng.uniform(wlo, whi) * p['scale']; bh = bw * aspect * rng.uniform(0.9, 1.1)
         y0, y1 = band_of[ctx]
         if ctx == 'sky': cy = rng.uniform(y0 + 0.2 * (y1 - y0), y0 + 0.8 * (y1 - y0)); top = cy - bh / 2
@@ -733,6 +740,7 @@ def make_synthetic_voc(root:str|Path, # output folder (created)
                        p_typical:float=0.88, # probability that an object sits in its class's typical context
                        p_sky:float=0.6, # probability of a sky band when no object needs one
                        p_occluder:float=0.25, # probability of a non-class occluder (bush, pole)
+                       sizes:str='v1', # object sizes: 'v1' (small, the first worlds) or 'voc' (VOC 2012's median areas)
                        scale:float=1.0, # multiplies object sizes
                        void_border:int=1, # width of the 255 band on object boundaries (0: none)
                        jitter:float=0.06, # colour jitter (std of per-channel gain)
@@ -750,10 +758,11 @@ def make_synthetic_voc(root:str|Path, # output folder (created)
     size = [int(size[0]), int(size[1])]
     if not (16 <= size[0] <= size[1]): raise BadInputError(f"size must be an int >= 16 or (min, max) with 16 <= min <= max, got {size}")
     if n_train < 0 or n_val < 0 or n_train + n_val == 0: raise BadInputError(f"need n_train + n_val > 0, got {n_train}, {n_val}")
+    if sizes not in SYNTH_SIZES: raise BadInputError(f"sizes must be one of {', '.join(SYNTH_SIZES)}, got {sizes!r}")
     if not 1 <= max_objects <= 3: raise BadInputError(f"max_objects must be 1..3, got {max_objects}")
     params = dict(version=_SYNTH_VERSION, n_train=int(n_train), n_val=int(n_val), seed=int(seed), size=size, classes=classes,
                   max_objects=int(max_objects), p_typical=float(p_typical), p_sky=float(p_sky), p_occluder=float(p_occluder),
-                  scale=float(scale), void_border=int(void_border), jitter=float(jitter), noise=float(noise),
+                  sizes=sizes, scale=float(scale), void_border=int(void_border), jitter=float(jitter), noise=float(noise),
                   jpeg_quality=int(jpeg_quality))
     marker = root/'.wsss_synthetic.json'
     done = (root/'dataset.json').exists()
@@ -797,7 +806,30 @@ def make_synthetic_voc(root:str|Path, # output folder (created)
     marker.unlink()
     return root
 
-# %% ../nbs/01_data.ipynb #e1822db4
+# %% ../nbs/01_data.ipynb #64e095fe
+def mask_areas(mask:np.ndarray)->dict:
+    "{mask value: share of the non-void pixels} for the foreground values of one mask."
+    valid = mask != 255; nv = max(1, int(valid.sum()))
+    return {int(c): float((mask == c).sum() / nv) for c in np.unique(mask[valid]) if c != 0}
+
+def _area_job(args):
+    path, n = args
+    return mask_areas(read_mask(path, n))
+
+def class_area_stats(paths, # mask files (VOC layout: 0 background, 255 void)
+                     class_names:list, # the C class names, mask value c+1 = class c
+                     n_jobs:int|None=1, # worker processes
+                    )->dict: # class -> {n, median, mean, p10, p90} of the share of the non-void image it covers
+    "Per class: how much of the image it covers, over the masks that hold it."
+    areas = parallel_map(_area_job, [(p, len(class_names)) for p in paths], n_jobs=n_jobs, desc='mask areas', chunksize=64)
+    out = {}
+    for c, name in enumerate(class_names):
+        a = np.array([d[c + 1] for d in areas if c + 1 in d])
+        if len(a): out[name] = dict(n=len(a), median=float(np.median(a)), mean=float(a.mean()),
+                                    p10=float(np.percentile(a, 10)), p90=float(np.percentile(a, 90)))
+    return out
+
+# %% ../nbs/01_data.ipynb #8effee40
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 CLIP_MEAN, CLIP_STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
 
