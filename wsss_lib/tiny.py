@@ -241,11 +241,12 @@ def weights_from_run(run_dir:str|Path, # a finished `wsss run` folder with param
     return save_weights(Path(dest or WEIGHTS_DIR)/f'{name}.safetensors', model.state_dict(), rec)
 
 # %% ../nbs/09_tiny.ipynb #887309d0
-TEACHING_WORLD = dict(n_train=2000, n_val=200, seed=0)   # the world the shipped weights were trained on
+TEACHING_WORLD = dict(n_train=2000, n_val=200, seed=0, sizes='voc')   # the world the shipped weights were trained on
 
 def teaching_world(root:str|Path|None=None, # parent folder; None = $WSSS_DATA, else <repo>/data, else ~/wsss_data
                    n_train:int=TEACHING_WORLD['n_train'], n_val:int=TEACHING_WORLD['n_val'],
                    seed:int=TEACHING_WORLD['seed'], # world seed
+                   sizes:str=TEACHING_WORLD['sizes'], # object sizes (`make_synthetic_voc`): 'voc' = VOC 2012's median areas
                    n_jobs:int=1, # generator processes
                   )->Path:
     "Folder of the synthetic world with these parameters, generated on first use (`make_synthetic_voc`)."
@@ -255,9 +256,9 @@ def teaching_world(root:str|Path|None=None, # parent folder; None = $WSSS_DATA, 
         env = os.environ.get('WSSS_DATA')
         repo = Path(__file__).resolve().parents[1] if '__file__' in globals() else Path('..').resolve()
         root = Path(env) if env else (repo/'data' if (repo/'settings.ini').exists() else Path.home()/'wsss_data')
-    folder = Path(root)/f'synthetic-voc-s{seed}-{n_train}-{n_val}'
+    folder = Path(root)/f'synthetic-voc-{sizes}-s{seed}-{n_train}-{n_val}'
     # overwrite: a folder made by an older generator version is redrawn (make_synthetic_voc only replaces its own datasets)
-    return make_synthetic_voc(folder, n_train=n_train, n_val=n_val, seed=seed, n_jobs=n_jobs, overwrite=True)
+    return make_synthetic_voc(folder, n_train=n_train, n_val=n_val, seed=seed, sizes=sizes, n_jobs=n_jobs, overwrite=True)
 
 # %% ../nbs/09_tiny.ipynb #0a57cb53
 CAPTION_TEMPLATES = ('a clean origami {}.', 'a rendering of a weird {}.', 'a photo of a {}.', 'a picture of a {}.',
