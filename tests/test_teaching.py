@@ -57,7 +57,7 @@ def test_shipped_clip_record_matches_the_notebook_defaults():
     for k, v in rec['parameters'].items(): assert defaults[k] == v, (k, defaults[k], v)
     assert rec['parameters']['smoke'] is False and rec['seed'] == defaults['seed']
     assert rec['notebook'] == 'nbs/experiments/train_tiny_clip.ipynb' and rec['pretrained'] == TINY_TAG
-    assert {k: rec['world'][k] for k in ('n_train', 'n_val', 'seed')} == TEACHING_WORLD
+    assert {k: rec['world'].get(k) for k in TEACHING_WORLD} == TEACHING_WORLD
     assert sha256_file(weights_file(TINY_CLIP)) == rec['sha256']
     assert rec['bytes'] < 8_000_000 and rec['metrics']['mAP'] > 0
 
@@ -83,6 +83,9 @@ def test_shipped_clip_loads_by_name():
 def test_shipped_cnn_loads_and_has_a_record():
     rec = weights_record(CNN_NAME)
     assert rec['kind'] == 'timm' and rec['notebook'] == 'nbs/experiments/cam_baseline.ipynb'
+    assert {k: rec['world'].get(k) for k in TEACHING_WORLD} == TEACHING_WORLD     # trained on the teaching world
+    defaults = {k: p.default for k, p in notebook_parameters(EXP/'cam_baseline.ipynb').items()}
+    assert rec['parameters'] == defaults | dict(world='teaching', ship=True)    # = `wsss run cam_baseline -p world teaching -p ship true`
     assert sha256_file(weights_file(CNN_NAME)) == rec['sha256']
     m = load_timm_weights(CNN_NAME)
     with torch.no_grad(): assert m(torch.randn(1, 3, 64, 64)).shape == (1, len(rec['classes']))
@@ -100,3 +103,20 @@ def test_full_retrain_reproduces_the_shipped_clip(tmp_path):
     new = json.loads((tmp_path/'runs'/'train_tiny_clip'/'retrain'/'weights'/f'{TINY_CLIP}.json').read_text())
     assert abs(new['metrics']['mAP'] - rec['metrics']['mAP']) < 1e-6
     assert new['sha256'] == rec['sha256']
+
+
+def test_demo_smoke_writes_every_column(tmp_path, smoke_world):
+    "The demo's metrics.json holds the table, each column's per-class IoU and context false positives, and the checks."
+    import papermill as pm
+    out = tmp_path/'demo'; out.mkdir()
+    pm.execute_notebook(str(EXP/'demo.ipynb'), str(out/'executed.ipynb'), parameters=dict(run_dir=str(out), smoke=True),
+                        kernel_name='python3', cwd=str(out), progress_bar=False)
+    m = json.loads((out/'metrics.json').read_text())
+    cols = ['cnn', 'cnn_crf', 'clip_logit', 'softmax_nobg', 'clip_es_initial', 'clip_es_caa', 'clip_es_crf']
+    assert [r['key'] for r in m['table']] == cols
+    for k in cols:
+        c = m['columns'][k]
+        assert 0 <= c['miou'] <= 1 and 0 <= c['fp_context'] <= 1 and 0 <= c['confusion'] <= 1 and set(c['iou']) == {'background', *m['world']['classes']}
+        assert m[f'miou_{k}'] == c['miou']
+    assert len(m['checks']) == 7 and all(isinstance(v, bool) for v in m['checks'].values())
+    assert (out/'figures'/'table.md').exists() and (out/'figures'/'overlays.png').exists()
