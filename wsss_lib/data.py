@@ -19,7 +19,7 @@ __all__ = ['VOC_CLASSES', 'COCO_CLASSES', 'COCO_CATEGORY_IDS', 'VOC_BACKGROUND',
            'class_index', 'voc_palette', 'colorize_mask', 'read_mask', 'save_mask', 'load_cls_labels',
            'labels_from_mask', 'labels_from_xml', 'labels_to_keys', 'data_root', 'read_split', 'read_split_labels',
            'load_dataset_info', 'SegDataset', 'voc_dataset', 'coco_dataset', 'mask_labels', 'load_captions',
-           'make_synthetic_voc', 'mask_areas', 'class_area_stats', 'ClsDataset']
+           'make_synthetic_voc', 'mask_areas', 'area_stats', 'class_area_stats', 'ClsDataset']
 
 # %% ../nbs/01_data.ipynb #ac3478d6
 VOC_CLASSES = ('aeroplane', 'bicycle', 'bird', 'boat', 'bottle', 'bus', 'car', 'cat', 'chair', 'cow', 'diningtable',
@@ -816,18 +816,24 @@ def _area_job(args):
     path, n = args
     return mask_areas(read_mask(path, n))
 
-def class_area_stats(paths, # mask files (VOC layout: 0 background, 255 void)
-                     class_names:list, # the C class names, mask value c+1 = class c
-                     n_jobs:int|None=1, # worker processes
-                    )->dict: # class -> {n, median, mean, p10, p90} of the share of the non-void image it covers
-    "Per class: how much of the image it covers, over the masks that hold it."
-    areas = parallel_map(_area_job, [(p, len(class_names)) for p in paths], n_jobs=n_jobs, desc='mask areas', chunksize=64)
+def area_stats(areas:list, # `mask_areas` of each mask
+               class_names:list, # the C class names, mask value c+1 = class c
+              )->dict: # class -> {n, median, mean, p10, p90} of the share of the non-void image it covers
+    "Per class, over the masks that hold it: summary of the share of the image it covers."
     out = {}
     for c, name in enumerate(class_names):
         a = np.array([d[c + 1] for d in areas if c + 1 in d])
         if len(a): out[name] = dict(n=len(a), median=float(np.median(a)), mean=float(a.mean()),
                                     p10=float(np.percentile(a, 10)), p90=float(np.percentile(a, 90)))
     return out
+
+def class_area_stats(paths, # mask files (VOC layout: 0 background, 255 void)
+                     class_names:list, # the C class names, mask value c+1 = class c
+                     n_jobs:int|None=1, # worker processes
+                    )->dict: # class -> {n, median, mean, p10, p90} (`area_stats`)
+    "Per class: how much of the image it covers, over the mask files that hold it (read in parallel)."
+    areas = parallel_map(_area_job, [(p, len(class_names)) for p in paths], n_jobs=n_jobs, desc='mask areas', chunksize=64)
+    return area_stats(areas, class_names)
 
 # %% ../nbs/01_data.ipynb #8effee40
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)

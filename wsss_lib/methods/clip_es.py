@@ -15,9 +15,10 @@ from ..clip import (Clip, load_clip, dataset_texts, vit_embed, vit_blocks, vit_p
                            attention_weights, patch_multiple_size, CLIP_ES_TEMPLATE)
 
 # %% auto #0
-__all__ = ['GRADCAM_SCORES', 'clip_es_input', 'frozen_forward', 'clip_es_logits', 'last_block_scores', 'gradcam_maps',
-           'softmax_gradcam', 'softmax_gradcam_loop', 'attention_affinity', 'sinkhorn_normalize', 'caa_transition',
-           'box_mask', 'caa_refine', 'resize_maps', 'ClipES', 'clip_es_pseudo_mask', 'confidence_guided_loss']
+__all__ = ['GRADCAM_SCORES', 'clip_es_input', 'frozen_forward', 'clip_es_logits', 'last_block_scores', 'gradcam_raw',
+           'gradcam_maps', 'softmax_gradcam', 'softmax_gradcam_loop', 'attention_affinity', 'sinkhorn_normalize',
+           'caa_transition', 'box_mask', 'caa_refine', 'resize_maps', 'ClipES', 'clip_es_pseudo_mask',
+           'confidence_guided_loss']
 
 # %% ../../nbs/10_clip_es.ipynb #902ba3cd
 def clip_es_input(clip:Clip, image:np.ndarray, # H×W×3 uint8 RGB
@@ -75,17 +76,23 @@ def _scale_cam(c:torch.Tensor)->torch.Tensor:
     c = c - c.amin(dim=(-2, -1), keepdim=True)
     return c / (c.amax(dim=(-2, -1), keepdim=True) + 1e-7)
 
-def gradcam_maps(acts:torch.Tensor, # [K,N,D] activations (CLS first)
-                 grads:torch.Tensor, # [K,N,D] gradients of each row's target
-                 grid:tuple[int, int], # (h, w) patch grid, h*w = N-1
-                )->torch.Tensor: # [K,h,w] float32 in [0,1]
-    "Grad-CAM on ViT tokens as CLIP-ES: CLS dropped, row-major grid, GAP weights, ReLU, min-max (twice, as the official code)."
+def gradcam_raw(acts:torch.Tensor, # [K,N,D] activations (CLS first)
+                grads:torch.Tensor, # [K,N,D] gradients of each row's target
+                grid:tuple[int, int], # (h, w) patch grid, h*w = N-1
+               )->torch.Tensor: # [K,h,w] float32, signed
+    "Grad-CAM before the ReLU: CLS dropped, row-major grid, channels weighted by their position-averaged gradient."
     h, w = grid
     if acts.shape[1] != 1 + h * w: raise BadInputError(f"{acts.shape[1]} tokens do not make CLS + a {h}×{w} grid")
     a, g = acts[:, 1:].float(), grads[:, 1:].float()
     wts = g.mean(1, keepdim=True)                       # [K,1,D]
-    cam = (a * wts).sum(-1).clamp_min(0).reshape(-1, h, w)
-    return _scale_cam(_scale_cam(cam).clamp_min(0))
+    return (a * wts).sum(-1).reshape(-1, h, w)
+
+def gradcam_maps(acts:torch.Tensor, # [K,N,D] activations (CLS first)
+                 grads:torch.Tensor, # [K,N,D] gradients of each row's target
+                 grid:tuple[int, int], # (h, w) patch grid, h*w = N-1
+                )->torch.Tensor: # [K,h,w] float32 in [0,1]
+    "Grad-CAM on ViT tokens as CLIP-ES: `gradcam_raw`, ReLU, min-max (twice, as the official code)."
+    return _scale_cam(_scale_cam(gradcam_raw(acts, grads, grid).clamp_min(0)).clamp_min(0))
 
 def _targets(text:torch.Tensor, n_classes:int, targets)->torch.Tensor:
     "Rows of the text set that are the Grad-CAM targets (default: the first K)."
@@ -105,6 +112,7 @@ def softmax_gradcam(clip:Clip, tokens:torch.Tensor, # [1,N,D] from `frozen_forwa
                     strategy:str='vmap', # 'vmap': one forward, one batched backward (is_grads_batched); 'copies': K copies, one backward
                     score:str='softmax', # Grad-CAM target: 'softmax' s_c over `text` (CLIP-ES) or the raw 'logit' z_c
                     targets=None, # int[K] rows of `text` that are the K targets; None = rows 0..K-1
+                    raw:bool=False, # also return the signed maps before the ReLU (`gradcam_raw`) as 'raw'
                    )->dict: # cams [K,h,w], scores [T] (softmax or logits), attn (last block, head-averaged [1,N,N])
     "Softmax-GradCAM (or logit Grad-CAM) for all K present classes with ONE (batched) backward pass through the last block."
     K = int(n_classes)
@@ -129,7 +137,9 @@ def softmax_gradcam(clip:Clip, tokens:torch.Tensor, # [1,N,D] from `frozen_forwa
             s = last_block_scores(clip, x.expand(K, -1, -1), A, text, score)   # [K, T]
             g, = torch.autograd.grad(s[idx, tgt].sum(), A)
             acts = A.detach()
-    return dict(cams=gradcam_maps(acts, g, grid), scores=s[0].detach().float(), attn=attn)
+    out = dict(cams=gradcam_maps(acts, g, grid), scores=s[0].detach().float(), attn=attn)
+    if raw: out['raw'] = gradcam_raw(acts, g, grid)
+    return out
 
 def softmax_gradcam_loop(clip:Clip, tokens:torch.Tensor, text:torch.Tensor, n_classes:int, grid:tuple[int, int],
                          score:str='softmax', targets=None)->dict:
