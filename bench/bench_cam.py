@@ -10,7 +10,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 import numpy as np
 import torch, timm
-from wsss_lib.cam import GradCAM, load_cam_file, save_cam_file
+from wsss_lib.cam import GradCAM
+from wsss_lib.camfiles import load_cam_file, save_cam_file
 
 def med_time(fn, reps, sync):
     fn(); sync()

@@ -16,8 +16,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 import numpy as np
 import torch
 from PIL import Image
-from wsss_lib.data import make_synthetic_voc, SegDataset, save_mask, read_mask
-from wsss_lib.dashboards import CAMExplorer
+from wsss_lib.data import SegDataset, save_mask, read_mask
+from wsss_lib.synthetic import make_synthetic_voc
+from wsss_lib.cam_explorer import CAMExplorer
 
 def voc_size_dataset(tmp:Path)->SegDataset:
     "One synthetic VOC-layout image resized to 500×375 (image bilinear, mask nearest), written as a VOC folder."

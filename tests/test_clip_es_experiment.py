@@ -25,7 +25,7 @@ def _run(out_nb, **params):
 
 
 def _check_outputs(run_dir, n):
-    from wsss_lib.cam import load_cam_file
+    from wsss_lib.camfiles import load_cam_file
     from wsss_lib.data import read_mask
     cams = sorted((run_dir/'cams').glob('*.npy'))
     assert len(cams) == n and len(list((run_dir/'cams_initial').glob('*.npy'))) == n
@@ -61,7 +61,7 @@ def test_clip_es_experiment_synthetic(tmp_path):
     before = {p.name: p.stat().st_mtime_ns for p in (run_dir/'cams').iterdir()}
     _run(tmp_path/'out2.ipynb', run_dir=str(run_dir), smoke=True, pretrained='random')
     assert {p.name: p.stat().st_mtime_ns for p in (run_dir/'cams').iterdir()} == before
-    assert '3 images already done, 0 to do' in (tmp_path/'out2.ipynb').read_text()
+    assert '3 images already done, 0 computed' in (tmp_path/'out2.ipynb').read_text()
 
 
 def test_clip_es_experiment_voc_folder(tmp_path):

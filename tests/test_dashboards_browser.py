@@ -25,7 +25,7 @@ def _free_port()->int:
 
 def _notebook(path:Path, root:Path, cams:Path):
     src = ("from wsss_lib.data import SegDataset\n"
-           "from wsss_lib.dashboards import CAMExplorer\n"
+           "from wsss_lib.cam_explorer import CAMExplorer\n"
            f"ex = CAMExplorer(SegDataset({str(root)!r}, 'train'), {str(cams)!r}, bg_mode='threshold', bg_threshold=0.15)\n"
            "ex")
     nb = {'cells': [{'cell_type': 'code', 'execution_count': None, 'id': 'dash', 'metadata': {}, 'outputs': [], 'source': src}],
@@ -48,7 +48,8 @@ def test_cam_explorer_in_chromium(tmp_path):
     _need(CHROMIUM is not None, 'chromium is not installed (apt-get install -y chromium)')
     try: from playwright.sync_api import sync_playwright, TimeoutError as PWTimeout
     except ImportError: _need(False, 'the playwright Python package is not installed (pip install playwright; never `playwright install`)')
-    from wsss_lib.data import make_synthetic_voc, SegDataset
+    from wsss_lib.data import SegDataset
+    from wsss_lib.synthetic import make_synthetic_voc
     root = make_synthetic_voc(tmp_path/'syn', n_train=3, n_val=1, seed=0, size=(96, 128))
     ds = SegDataset(root, 'train')
     cams = tmp_path/'cams'; cams.mkdir()

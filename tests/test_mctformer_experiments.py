@@ -12,7 +12,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 def test_mctformer_pipeline_smoke_and_resume(tmp_path, run_experiment_nb):
     _run = lambda out, **p: run_experiment_nb('mctformer', out, **p)
-    from wsss_lib.cam import load_cam_file
+    from wsss_lib.camfiles import load_cam_file
     from wsss_lib.data import read_mask, SegDataset
     from wsss_lib.metrics import threshold_curve
     run = tmp_path/'run'

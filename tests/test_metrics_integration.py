@@ -14,8 +14,9 @@ def voc_sample():
     return p if (p/'SegmentationClass').is_dir() else None
 
 def test_cam_files_against_dataset(tmp_path):
-    data = pytest.importorskip('wsss_lib.data'); cam = pytest.importorskip('wsss_lib.cam')
-    root = data.make_synthetic_voc(tmp_path/'voc', n_train=6, n_val=2, seed=0)
+    data = pytest.importorskip('wsss_lib.data'); cam = pytest.importorskip('wsss_lib.camfiles')
+    from wsss_lib.synthetic import make_synthetic_voc
+    root = make_synthetic_voc(tmp_path/'voc', n_train=6, n_val=2, seed=0)
     ds = data.SegDataset(root, 'train')
     rng = np.random.default_rng(0)
     ref, grid = {}, np.float32(np.arange(101) / 100)

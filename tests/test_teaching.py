@@ -5,8 +5,10 @@ from pathlib import Path
 import pytest
 import torch
 import wsss_lib
-from wsss_lib.tiny import (WEIGHTS_DIR, TINY_CLIP, TINY_TAG, TEACHING_WORLD, weights_record, weights_file, list_weights,
-                           register_shipped_clip, load_tiny_clip, load_timm_weights, sha256_file)
+from wsss_lib.tiny import TINY_CLIP, TINY_TAG, load_tiny_clip
+from wsss_lib.synthetic import TEACHING_WORLD
+from wsss_lib.shipped import WEIGHTS_DIR, weights_record, weights_file, list_weights, load_timm_weights, sha256_file
+from wsss_lib.clip import register_shipped_clip
 from wsss_lib.runs import notebook_parameters
 
 REPO = Path(wsss_lib.__file__).resolve().parents[1]

@@ -6,16 +6,19 @@
 from __future__ import annotations
 import math, warnings
 import numpy as np
+import cv2
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from .core import BadInputError
+from .core import BadInputError, load_torch
+from .cam import minmax_norm
 
 # %% auto #0
-__all__ = ['pair_offsets', 'pair_indices', 'affinity_from_features', 'affinity_label_map', 'affinity_labels', 'affinity_loss',
-           'AffinityNet', 'poly_optimizer', 'dense_affinity_matrix', 'transition_matrix', 'random_walk_dense',
-           'neighbour_weights', 'sparse_transition', 'random_walk', 'rw_seeds', 'rw_label', 'head_mean_sum',
-           'affinity_refine']
+__all__ = ['CAA_DEFAULTS', 'pair_offsets', 'pair_indices', 'affinity_from_features', 'affinity_label_map', 'affinity_labels',
+           'affinity_loss', 'AffinityNet', 'poly_optimizer', 'dense_affinity_matrix', 'transition_matrix',
+           'random_walk_dense', 'neighbour_weights', 'sparse_transition', 'random_walk', 'rw_seeds', 'rw_label',
+           'head_mean_sum', 'affinity_refine', 'attention_affinity', 'sinkhorn_normalize', 'caa_transition', 'box_mask',
+           'caa_refine']
 
 # %% ../nbs/06_affinity.ipynb #ac3478d6
 def pair_offsets(radius:int=5, # pairs with dy² + dx² < radius²
@@ -142,7 +145,6 @@ class AffinityNet(nn.Module):
 
     def load_backbone(self, path):
         "Load backbone weights from a local safetensors / torch checkpoint (non-matching keys are reported, not fatal)."
-        from wsss_lib.core import load_torch
         path = str(path)
         if path.endswith('.safetensors'):
             from safetensors.torch import load_file
@@ -360,3 +362,63 @@ def affinity_refine(maps:torch.Tensor, # (..., C, P) or (..., C, h, w) class map
     flat = maps.reshape(*shape[:-2], P) if maps.shape[-1] != P else maps
     if flat.shape[-1] != P: raise BadInputError(f"maps with {flat.shape[-1]} positions cannot be refined by a {P}×{P} affinity")
     return (flat @ aff.transpose(-1, -2)).reshape(shape)
+
+# %% ../nbs/06_affinity.ipynb #972a67c4
+CAA_DEFAULTS = dict(tau=0.4, n_layers=8, n_squarings=1, border_quirk=True)   # CLIP-ES on VOC (COCO: tau 0.7)
+
+def attention_affinity(attn_maps, # list of per-block [1,N,N] (or [N,N]) head-averaged attention, in block order
+                       n_layers:int=8, # how many of the last blocks to average (CLIP-ES: 8)
+                      )->torch.Tensor: # float32 [hw, hw]
+    "Mean of the last `n_layers` attention maps with the CLS row/column dropped (not renormalised)."
+    m = torch.stack([a.reshape(a.shape[-2:]) if a.dim() == 3 else a for a in attn_maps])[-n_layers:]
+    return m[:, 1:, 1:].mean(0).float()
+
+def sinkhorn_normalize(A:torch.Tensor, # [n,n] non-negative
+                       n_rounds:int=3, # column→row rounds (CLIP-ES: 3)
+                      )->torch.Tensor:
+    "Alternately divide by column sums then row sums (no epsilon): rows sum to 1 exactly, columns ≈ 1."
+    T = A
+    for _ in range(n_rounds):
+        T = T / T.sum(0, keepdim=True)
+        T = T / T.sum(1, keepdim=True)
+    return T
+
+def caa_transition(A:torch.Tensor, # [n,n] attention affinity
+                   n_rounds:int=3, n_squarings:int=1, # Sinkhorn rounds; R = D^(2^n_squarings) (CLIP-ES: t = 2)
+                  )->torch.Tensor:
+    "Sinkhorn, symmetrise, square: the class-agnostic propagation matrix R."
+    T = sinkhorn_normalize(A, n_rounds)
+    R = (T + T.T) / 2
+    for _ in range(n_squarings): R = R @ R
+    return R
+
+def box_mask(cam:np.ndarray, # h×w CAM in [0,1] at patch resolution
+             tau:float=0.4, # threshold relative to the max (CLIP-ES: 0.4 VOC, 0.7 COCO)
+             border_quirk:bool=True, # reproduce the official off-by-one at the right/bottom border
+            )->tuple[np.ndarray, np.ndarray]: # (bool h×w mask, int boxes [n,4] as x0,y0,x1,y1)
+    "CLIP-ES's `scoremap2bbox` + mask: union of the bounding boxes of all contours of {floor(255·cam) > int(τ·max)}."
+    cam = np.asarray(cam, dtype=np.float32)
+    H, W = cam.shape
+    u = (cam * 255).astype(np.uint8)
+    _, thr = cv2.threshold(u, int(tau * u.max()), 255, cv2.THRESH_BINARY)
+    contours = cv2.findContours(thr, cv2.RETR_TREE, cv2.CHAIN_APPROX_SIMPLE)[-2]
+    boxes = []
+    for c in contours:
+        x, y, bw, bh = cv2.boundingRect(c)
+        x1, y1 = x + bw, y + bh
+        if border_quirk: x1, y1 = min(x1, W - 1), min(y1, H - 1)
+        boxes.append([x, y, x1, y1])
+    boxes = np.asarray(boxes, dtype=np.int64).reshape(-1, 4) if boxes else np.zeros((1, 4), np.int64)
+    mask = np.zeros((H, W), bool)
+    for x0, y0, x1, y1 in boxes: mask[y0:y1, x0:x1] = True
+    return mask, boxes
+
+def caa_refine(R:torch.Tensor, # [n,n] from `caa_transition`
+               cams:torch.Tensor, # [K,h,w] patch-resolution CAMs
+               masks, # [K,h,w] box masks (bool)
+              )->torch.Tensor: # [K,h,w] refined, min-max normalised
+    "refined_k = (R ∘ 1 B_kᵀ) vec(cam_k) for every class at once, then min-max (x−min)/(max−min+1e-7)."
+    K, h, w = cams.shape
+    B = torch.as_tensor(np.asarray(masks), dtype=R.dtype, device=R.device).reshape(K, -1)
+    src = B * cams.reshape(K, -1).to(R)
+    return minmax_norm((R @ src.T).T.reshape(K, h, w))

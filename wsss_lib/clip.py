@@ -4,7 +4,7 @@
 
 # %% ../nbs/05_clip.ipynb #da4b9237
 from __future__ import annotations
-import os, math, zipfile, contextlib, warnings, copy
+import os, math, zipfile, contextlib, warnings, copy, functools
 from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np
@@ -18,15 +18,16 @@ from open_clip.model import convert_to_custom_text_state_dict, resize_pos_embed
 from open_clip.pretrained import get_pretrained_cfg, list_pretrained_tags_by_model
 from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 from .core import WsssError, BadInputError, MissingFileError, default_device, check_image
+from .data import VOC_CLASSES, VOC_NAMES_CLIP_ES, VOC_BACKGROUND, COCO_NAMES_CLIP_ES, COCO_BACKGROUND
+from .shipped import WEIGHTS_DIR, list_weights, weights_record, weights_file
 
 # %% auto #0
-__all__ = ['CLIP_ES_TEMPLATE', 'CLIP_ES_ALT_TEMPLATE', 'VOC_CLASSES_PLAIN', 'VOC_NAMES_CLIP_ES', 'VOC_BACKGROUND',
-           'COCO_CLASSES_PLAIN', 'COCO_NAMES_CLIP_ES', 'COCO_BACKGROUND', 'small_clip_config', 'register_model_config',
-           'register_pretrained', 'get_model_config', 'read_state_dict', 'clip_cache_dir', 'resolve_weights', 'Clip',
-           'load_clip', 'fuse_synonyms', 'prompts', 'imagenet_templates', 'dataset_texts', 'patch_multiple_size',
-           'to_clip_input', 'interpolate_pos_embed', 'vit_embed', 'vit_blocks', 'vit_pool', 'attention_weights',
-           'AttentionMaps', 'capture_attention', 'prompt_sharpness', 'clip_image_features', 'zero_shot_scores',
-           'rank_prompts']
+__all__ = ['CLIP_ES_TEMPLATE', 'CLIP_ES_ALT_TEMPLATE', 'small_clip_config', 'register_model_config', 'register_pretrained',
+           'get_model_config', 'read_state_dict', 'clip_cache_dir', 'resolve_weights', 'Clip', 'load_clip',
+           'bpe_tokenizer', 'vocab_from_texts', 'CompactTokenizer', 'shipped_clip_weights', 'register_shipped_clip',
+           'fuse_synonyms', 'prompts', 'imagenet_templates', 'dataset_texts', 'patch_multiple_size', 'to_clip_input',
+           'interpolate_pos_embed', 'vit_embed', 'vit_blocks', 'vit_pool', 'attention_weights', 'AttentionMaps',
+           'capture_attention', 'prompt_sharpness', 'clip_image_features', 'zero_shot_scores', 'rank_prompts']
 
 # %% ../nbs/05_clip.ipynb #ac3478d6
 _MODEL_CONFIGS:dict = {}
@@ -73,11 +74,10 @@ def register_pretrained(tag:str, # the pretrained tag, e.g. 'wsss-tiny'
 _SHIPPED_TRIED:list = []   # non-empty once `_register_shipped` ran in this process
 
 def _register_shipped()->bool:
-    "Register the CLIP weights shipped with wsss_lib (`wsss_lib.tiny.register_shipped_clip`), once per process; True if it ran now."
+    "Register the CLIP weights shipped with wsss_lib (`register_shipped_clip`, below), once per process; True if it ran now."
     if _SHIPPED_TRIED: return False
     _SHIPPED_TRIED.append(True)
-    from wsss_lib import tiny   # tiny sits above clip in the dependency order: imported lazily, only for an unknown name/tag
-    try: tiny.register_shipped_clip()
+    try: register_shipped_clip()
     except WsssError as e: _SHIPPED_TRIED.append(e)   # kept for the error message of the failing lookup
     return True
 
@@ -271,33 +271,81 @@ def load_clip(name:str|None=None, # open_clip or registered model name; None = '
               and open_clip.get_model_config(name.replace('/', '-')) is None else open_clip.get_tokenizer(name.replace('/', '-'))
     return Clip(model, tok, name, pretrained, mean, std)
 
+# %% ../nbs/05_clip.ipynb #1574bddb
+@functools.lru_cache(maxsize=1)
+def bpe_tokenizer()->open_clip.tokenizer.SimpleTokenizer:
+    "CLIP's byte-pair tokenizer (open_clip's `SimpleTokenizer`, built once)."
+    return open_clip.tokenizer.SimpleTokenizer()
+
+def vocab_from_texts(texts, # iterable of strings
+                    )->list[int]:
+    "Sorted distinct CLIP BPE ids of `texts` (special tokens excluded)."
+    ids = set()
+    for t in texts: ids.update(bpe_tokenizer().encode(t))
+    return sorted(ids)
+
+class CompactTokenizer:
+    "CLIP's BPE tokenizer mapped onto a small vocabulary: 0 pad, 1 start, 2 unknown, 3.. known BPE ids, end token last."
+    PAD, SOT, UNK = 0, 1, 2
+    def __init__(self, bpe_ids, # the known CLIP BPE ids (e.g. from `vocab_from_texts`)
+                 context_length:int=32, # tokens per text, as the model's text positional embedding
+                ):
+        self.bpe_ids = sorted(int(i) for i in set(bpe_ids))
+        self.context_length = context_length
+        self._map = {b: 3 + i for i, b in enumerate(self.bpe_ids)}
+        self.eot = 3 + len(self.bpe_ids)
+        self.vocab_size = self.eot + 1
+
+    def encode(self, text:str)->list[int]:
+        "Compact ids of `text` without start/end tokens."
+        return [self._map.get(b, self.UNK) for b in bpe_tokenizer().encode(text)]
+
+    def __call__(self, texts, context_length:int|None=None)->torch.LongTensor:
+        "Token tensor [N, context_length] like `open_clip.tokenize`."
+        if isinstance(texts, str): texts = [texts]
+        n = context_length or self.context_length
+        out = torch.zeros(len(texts), n, dtype=torch.long)
+        for i, t in enumerate(texts):
+            toks = [self.SOT] + self.encode(t) + [self.eot]
+            if len(toks) > n: toks = toks[:n]; toks[-1] = self.eot
+            out[i, :len(toks)] = torch.tensor(toks)
+        return out
+
+    @classmethod
+    def from_record(cls, record:dict)->CompactTokenizer:
+        "The tokenizer recorded with shipped CLIP weights (`bpe_ids` and the model's text context length)."
+        return cls(record['bpe_ids'], context_length=record['model_cfg']['text_cfg']['context_length'])
+
+    def unknown_words(self, text:str)->list[str]:
+        "The words of `text` that contain a BPE token outside the vocabulary (handy to check a prompt)."
+        return [w for w in text.replace(',', ' ').replace('.', ' ').split() if self.UNK in self.encode(w)]
+
 # %% ../nbs/05_clip.ipynb #b3f0c7f6
+def shipped_clip_weights(root:str|Path|None=None)->dict:
+    "Shipped open_clip weights by pretrained tag: dict(model, model_cfg, path, tokenizer, record)."
+    out = {}
+    for name in list_weights(root):
+        rec = weights_record(name, root)
+        if rec.get('kind') != 'open_clip': continue
+        out[rec['pretrained']] = dict(model=name, model_cfg=rec['model_cfg'], path=Path(root or WEIGHTS_DIR)/f'{name}.safetensors',
+                                      tokenizer=CompactTokenizer.from_record(rec), record=rec)
+    return out
+
+def register_shipped_clip(root:str|Path|None=None, # folder of weights; default `WEIGHTS_DIR`
+                          check:bool=True, # verify each file's sha256 first
+                         )->list[str]:
+    "Register the shipped CLIP weights (model configs, tags, tokenizers) so `load_clip` finds them; returns the tags."
+    tags = []
+    for tag, e in shipped_clip_weights(root).items():
+        if check: weights_file(e['model'], root)
+        register_model_config(e['model'], e['model_cfg'])
+        register_pretrained(tag, e['path'], model=e['model'], tokenizer=e['tokenizer'], quick_gelu=e['model_cfg'].get('quick_gelu', False))
+        tags.append(tag)
+    return tags
+
+# %% ../nbs/05_clip.ipynb #f6e1126c
 CLIP_ES_TEMPLATE = 'a clean origami {}.'
 CLIP_ES_ALT_TEMPLATE = 'a rendering of a weird {}.'
-
-VOC_CLASSES_PLAIN = ['aeroplane', 'bicycle', 'bird', 'boat', 'bottle', 'bus', 'car', 'cat', 'chair', 'cow', 'diningtable', 'dog',
-                     'horse', 'motorbike', 'person', 'pottedplant', 'sheep', 'sofa', 'train', 'tvmonitor']
-VOC_NAMES_CLIP_ES = ['aeroplane', 'bicycle', 'bird avian', 'boat', 'bottle', 'bus', 'car', 'cat', 'chair seat', 'cow',
-                     'diningtable', 'dog', 'horse', 'motorbike', 'person with clothes,people,human', 'pottedplant', 'sheep', 'sofa',
-                     'train', 'tvmonitor screen']
-VOC_BACKGROUND = ['ground', 'land', 'grass', 'tree', 'building', 'wall', 'sky', 'lake', 'water', 'river', 'sea', 'railway', 'railroad',
-                  'keyboard', 'helmet', 'cloud', 'house', 'mountain', 'ocean', 'road', 'rock', 'street', 'valley', 'bridge', 'sign']
-COCO_CLASSES_PLAIN = ['person', 'bicycle', 'car', 'motorbike', 'aeroplane', 'bus', 'train', 'truck', 'boat', 'traffic light',
-    'fire hydrant', 'stop sign', 'parking meter', 'bench', 'bird', 'cat', 'dog', 'horse', 'sheep', 'cow', 'elephant', 'bear', 'zebra',
-    'giraffe', 'backpack', 'umbrella', 'handbag', 'tie', 'suitcase', 'frisbee', 'skis', 'snowboard', 'sports ball', 'kite',
-    'baseball bat', 'baseball glove', 'skateboard', 'surfboard', 'tennis racket', 'bottle', 'wine glass', 'cup', 'fork', 'knife',
-    'spoon', 'bowl', 'banana', 'apple', 'sandwich', 'orange', 'broccoli', 'carrot', 'hot dog', 'pizza', 'donut', 'cake', 'chair',
-    'sofa', 'pottedplant', 'bed', 'diningtable', 'toilet', 'tvmonitor', 'laptop', 'mouse', 'remote', 'keyboard', 'cell phone',
-    'microwave', 'oven', 'toaster', 'sink', 'refrigerator', 'book', 'clock', 'vase', 'scissors', 'teddy bear', 'hair drier', 'toothbrush']
-COCO_NAMES_CLIP_ES = ['person with clothes,people,human', 'bicycle', 'car', 'motorbike', 'aeroplane', 'bus', 'train', 'truck', 'boat',
-    'traffic light', 'fire hydrant', 'stop sign', 'parking meter', 'bench', 'bird avian', 'cat', 'dog', 'horse', 'sheep', 'cow',
-    'elephant', 'bear', 'zebra', 'giraffe', 'backpack,bag', 'umbrella,parasol', 'handbag,purse', 'necktie', 'suitcase', 'frisbee',
-    'skis', 'sknowboard', 'sports ball', 'kite', 'baseball bat', 'glove', 'skateboard', 'surfboard', 'tennis racket', 'bottle',
-    'wine glass', 'cup', 'fork', 'knife', 'dessertspoon', 'bowl', 'banana', 'apple', 'sandwich', 'orange', 'broccoli', 'carrot',
-    'hot dog', 'pizza', 'donut', 'cake', 'chair seat', 'sofa', 'pottedplant', 'bed', 'diningtable', 'toilet', 'tvmonitor screen',
-    'laptop', 'mouse', 'remote control', 'keyboard', 'cell phone', 'microwave', 'oven', 'toaster', 'sink', 'refrigerator', 'book',
-    'clock', 'vase', 'scissors', 'teddy bear', 'hairdrier,blowdrier', 'toothbrush']
-COCO_BACKGROUND = [b for b in VOC_BACKGROUND if b not in ('keyboard', 'sign')]
 
 def fuse_synonyms(name:str, # the class name
                   synonyms=(), # extra words for the same class
@@ -329,13 +377,13 @@ def dataset_texts(dataset='voc', # 'voc', 'coco', or a dict with `classes` (+ op
         raise BadInputError("dataset texts need a dict with a non-empty 'classes' list (as in dataset.json)")
     classes, bg = list(dataset['classes']), dataset.get('background_texts')
     if 'synonyms' not in dataset:   # VOC / COCO classes with their default background: CLIP-ES's own lists
-        if classes == VOC_CLASSES_PLAIN and (bg is None or list(bg) == VOC_BACKGROUND): return dataset_texts('voc')
-        if len(classes) == 80 and str(dataset.get('name', '')).lower().startswith('coco') and (bg is None or list(bg) in (VOC_BACKGROUND, COCO_BACKGROUND)):
+        if classes == list(VOC_CLASSES) and (bg is None or list(bg) == list(VOC_BACKGROUND)): return dataset_texts('voc')
+        if len(classes) == 80 and str(dataset.get('name', '')).lower().startswith('coco') and (bg is None or list(bg) in (list(VOC_BACKGROUND), list(COCO_BACKGROUND))):
             return dataset_texts('coco')
     syn = dataset.get('synonyms') or {}
     return [fuse_synonyms(c, syn.get(c, ())) for c in classes], list(bg or [])
 
-# %% ../nbs/05_clip.ipynb #12c6fc06
+# %% ../nbs/05_clip.ipynb #0a57cb53
 @torch.no_grad()
 def _encode_texts(clip:Clip, names, templates)->torch.Tensor:
     feats = []
@@ -361,7 +409,7 @@ def _text_features(self:Clip, names, # class strings (synonyms already fused)
     return self._text_cache[key]
 Clip.text_features = _text_features
 
-# %% ../nbs/05_clip.ipynb #f6e1126c
+# %% ../nbs/05_clip.ipynb #63266754
 def patch_multiple_size(h:int, w:int, patch:int=16, scale:float=1.0)->tuple[int, int]:
     "CLIP-ES's input size: each side scaled and rounded UP to a multiple of the patch size."
     return int(math.ceil(scale * h / patch) * patch), int(math.ceil(scale * w / patch) * patch)
@@ -434,7 +482,7 @@ def vit_pool(visual:nn.Module, tokens:torch.Tensor, mode:str='model')->torch.Ten
     else: raise BadInputError(f"pooling {mode!r}: use 'model' or 'patch_mean'")
     return x @ visual.proj if visual.proj is not None else x
 
-# %% ../nbs/05_clip.ipynb #0a57cb53
+# %% ../nbs/05_clip.ipynb #f1f836cb
 def attention_weights(mha:nn.MultiheadAttention, # the block's attention module
                       query:torch.Tensor, key:torch.Tensor|None=None, # inputs, batch-first [B,N,D] (or as mha.batch_first says)
                       attn_mask:torch.Tensor|None=None,
@@ -484,7 +532,7 @@ def capture_attention(visual:nn.Module, # open_clip VisionTransformer (or any mo
     finally:
         for h in handles: h.remove()
 
-# %% ../nbs/05_clip.ipynb #63266754
+# %% ../nbs/05_clip.ipynb #cb7a1d77
 def prompt_sharpness(scores, # [n, C] softmax scores (rows sum to 1)
                      labels, # [n, C] multi-hot targets
                      min_targets:int=2, # images with fewer targets are skipped

@@ -12,6 +12,7 @@ import pydensecrf.densecrf as dcrf
 from pydensecrf.utils import unary_from_softmax, unary_from_labels
 from .core import BadInputError, MissingFileError, save_npy, parallel_map, check_image
 from .data import save_mask
+from .camfiles import load_cam_file
 
 # %% auto #0
 __all__ = ['CRF_PRESETS', 'DEEPLAB_MEAN_BGR', 'CRF_COLOURS', 'crf_params', 'crf_image', 'dense_crf', 'crf_from_labels',
@@ -236,10 +237,6 @@ def crf_scores(image:np.ndarray, # H×W×3 uint8 RGB
     return {0: Q[0], **{int(k) + 1: Q[i + 1] for i, k in enumerate(keys)}}
 
 # %% ../nbs/04_crf.ipynb #972a67c4
-def _default_cam_loader(path):
-    from wsss_lib.cam import load_cam_file   # imported here: crf must not depend on cam at import time
-    return load_cam_file(path)
-
 _JOBS = {}  # job token -> job dict, inherited by forked workers
 _job_counter = itertools.count()
 
@@ -261,7 +258,7 @@ def _mask_one(job:dict, iid:str):
     except BadInputError as e: raise BadInputError(f"{cam_path}: {e}") from e
     if job['scores_dir'] is not None:
         save_npy(Path(job['scores_dir'])/f'{iid}.npy', {0: Q[0], **{int(k) + 1: Q[i + 1] for i, k in enumerate(keys.astype(np.int64))}})
-    save_mask(Path(job['out_dir'])/f'{iid}.png', mask)   # last: an existing PNG means the image is finished
+    if job['out_dir'] is not None: save_mask(Path(job['out_dir'])/f'{iid}.png', mask)   # last: an existing PNG means the image is finished
     return float((mask == 255).mean())
 
 def _mask_worker(item):
@@ -270,10 +267,10 @@ def _mask_worker(item):
 
 def make_pseudo_masks(dataset, # object with .ids, .image(id) -> H×W×3 uint8, .keys(id) -> class indices (e.g. SegDataset)
                       cam_dir:str|Path, # folder of `<id>.npy` CAM files
-                      out_dir:str|Path, # where `<id>.png` masks go
+                      out_dir:str|Path|None, # where `<id>.png` masks go (None: only the CRF marginals, in `scores_dir`)
                       ids=None, # image ids to do (default: dataset.ids)
                       n_jobs:int|None=None, # worker processes (None: all cores; 1: in this process)
-                      cam_loader=None, # path -> dict(keys, cams); default wsss_lib.cam.load_cam_file
+                      cam_loader=None, # path -> dict(keys, cams); default wsss_lib.camfiles.load_cam_file
                       scores_dir:str|Path|None=None, # also save the CRF marginals here as {0: bg, key+1: Q} dicts
                       check_keys:bool=True, # CAM file classes must equal dataset.keys(id)
                       overwrite:bool=False, # redo images whose PNG exists
@@ -281,19 +278,20 @@ def make_pseudo_masks(dataset, # object with .ids, .image(id) -> H×W×3 uint8, 
                       **mask_kwargs, # passed to make_pseudo_mask (bg_power, conf_threshold, preset, colour, ...)
                      )->dict: # dict(written, skipped, ignore_fraction)
     "Write CRF pseudo masks (VOC-palette PNGs) for a dataset's CAM files, in parallel, resuming finished images."
-    cam_dir, out_dir = Path(cam_dir), Path(out_dir)
+    cam_dir, out_dir = Path(cam_dir), None if out_dir is None else Path(out_dir)
     if not cam_dir.is_dir(): raise MissingFileError(f"{cam_dir}: CAM folder not found")
+    if out_dir is None and scores_dir is None: raise BadInputError("make_pseudo_masks: give out_dir, scores_dir or both")
     bad = set(mask_kwargs) & {'return_probs', 'image', 'cams', 'keys'}
     if bad: raise BadInputError(f"make_pseudo_masks: {sorted(bad)} cannot be passed through")
     crf_params(mask_kwargs.get('preset', 'deeplab'), mask_kwargs.get('n_iter'),
                **{k: v for k, v in mask_kwargs.items() if k in _CRF_KEYS and k != 'n_iter'})  # fail early on bad CRF settings
     ids = [str(i) for i in (dataset.ids if ids is None else ids)]
-    out_dir.mkdir(parents=True, exist_ok=True)
-    if scores_dir is not None: Path(scores_dir).mkdir(parents=True, exist_ok=True)
-    def done(i): return (out_dir/f'{i}.png').exists() and (scores_dir is None or (Path(scores_dir)/f'{i}.npy').exists())
+    for d in (out_dir, scores_dir):
+        if d is not None: Path(d).mkdir(parents=True, exist_ok=True)
+    def done(i): return (out_dir is None or (out_dir/f'{i}.png').exists()) and (scores_dir is None or (Path(scores_dir)/f'{i}.npy').exists())
     todo = ids if overwrite else [i for i in ids if not done(i)]
     job = dict(dataset=dataset, cam_dir=cam_dir, out_dir=out_dir, scores_dir=scores_dir, check_keys=check_keys,
-               cam_loader=cam_loader or _default_cam_loader, mask_kwargs=mask_kwargs)
+               cam_loader=cam_loader or load_cam_file, mask_kwargs=mask_kwargs)
     if os.name == 'posix':
         token = next(_job_counter); _JOBS[token] = job
         try: ign = parallel_map(_mask_worker, [(token, i) for i in todo], n_jobs=n_jobs, desc=desc)

@@ -14,12 +14,12 @@ from .core import (BadInputError, MissingFileError, atomic_write, save_json, sav
                            read_image, progress, parallel_map, load_npy_safe)
 
 # %% auto #0
-__all__ = ['VOC_CLASSES', 'COCO_CLASSES', 'COCO_CATEGORY_IDS', 'VOC_BACKGROUND', 'VOC_PALETTE', 'load_npy_dict', 'SYNTH_CLASSES',
-           'SYNTH_CONTEXTS', 'VOC_MEDIAN_AREA', 'SYNTH_SIZES', 'IMAGENET_MEAN', 'IMAGENET_STD', 'CLIP_MEAN', 'CLIP_STD',
-           'class_index', 'voc_palette', 'colorize_mask', 'read_mask', 'save_mask', 'load_cls_labels',
-           'labels_from_mask', 'labels_from_xml', 'labels_to_keys', 'data_root', 'read_split', 'read_split_labels',
-           'load_dataset_info', 'SegDataset', 'voc_dataset', 'coco_dataset', 'mask_labels', 'load_captions',
-           'make_synthetic_voc', 'mask_areas', 'area_stats', 'class_area_stats', 'ClsDataset']
+__all__ = ['VOC_CLASSES', 'COCO_CLASSES', 'COCO_CATEGORY_IDS', 'VOC_BACKGROUND', 'VOC_NAMES_CLIP_ES', 'COCO_CLASSES_CLIP_ES',
+           'COCO_NAMES_CLIP_ES', 'COCO_BACKGROUND', 'VOC_PALETTE', 'load_npy_dict', 'VOC_MEDIAN_AREA', 'IMAGENET_MEAN',
+           'IMAGENET_STD', 'CLIP_MEAN', 'CLIP_STD', 'class_index', 'voc_palette', 'colorize_mask', 'read_mask',
+           'save_mask', 'load_cls_labels', 'labels_from_mask', 'labels_from_xml', 'labels_to_keys', 'data_root',
+           'read_split', 'read_split_labels', 'load_dataset_info', 'load_captions', 'SegDataset', 'voc_dataset',
+           'coco_dataset', 'mask_labels', 'mask_areas', 'area_stats', 'class_area_stats', 'ClsDataset']
 
 # %% ../nbs/01_data.ipynb #ac3478d6
 VOC_CLASSES = ('aeroplane', 'bicycle', 'bird', 'boat', 'bottle', 'bus', 'car', 'cat', 'chair', 'cow', 'diningtable',
@@ -40,6 +40,28 @@ COCO_CATEGORY_IDS = tuple(i for i in range(1, 91) if i not in (12, 26, 29, 30, 4
 VOC_BACKGROUND = ('ground', 'land', 'grass', 'tree', 'building', 'wall', 'sky', 'lake', 'water', 'river', 'sea',
                   'railway', 'railroad', 'keyboard', 'helmet', 'cloud', 'house', 'mountain', 'ocean', 'road', 'rock',
                   'street', 'valley', 'bridge', 'sign')
+
+# CLIP-ES's prompt texts (`clip_text.py`, typos included: 'sknowboard'): class strings with fused synonyms, its plain
+# COCO names (VOC-style 'motorbike', 'aeroplane', 'sofa', ...), and the COCO background list (VOC's minus two words)
+VOC_NAMES_CLIP_ES = ('aeroplane', 'bicycle', 'bird avian', 'boat', 'bottle', 'bus', 'car', 'cat', 'chair seat', 'cow',
+                     'diningtable', 'dog', 'horse', 'motorbike', 'person with clothes,people,human', 'pottedplant', 'sheep',
+                     'sofa', 'train', 'tvmonitor screen')
+COCO_CLASSES_CLIP_ES = ('person', 'bicycle', 'car', 'motorbike', 'aeroplane', 'bus', 'train', 'truck', 'boat', 'traffic light',
+    'fire hydrant', 'stop sign', 'parking meter', 'bench', 'bird', 'cat', 'dog', 'horse', 'sheep', 'cow', 'elephant', 'bear', 'zebra',
+    'giraffe', 'backpack', 'umbrella', 'handbag', 'tie', 'suitcase', 'frisbee', 'skis', 'snowboard', 'sports ball', 'kite',
+    'baseball bat', 'baseball glove', 'skateboard', 'surfboard', 'tennis racket', 'bottle', 'wine glass', 'cup', 'fork', 'knife',
+    'spoon', 'bowl', 'banana', 'apple', 'sandwich', 'orange', 'broccoli', 'carrot', 'hot dog', 'pizza', 'donut', 'cake', 'chair',
+    'sofa', 'pottedplant', 'bed', 'diningtable', 'toilet', 'tvmonitor', 'laptop', 'mouse', 'remote', 'keyboard', 'cell phone',
+    'microwave', 'oven', 'toaster', 'sink', 'refrigerator', 'book', 'clock', 'vase', 'scissors', 'teddy bear', 'hair drier', 'toothbrush')
+COCO_NAMES_CLIP_ES = ('person with clothes,people,human', 'bicycle', 'car', 'motorbike', 'aeroplane', 'bus', 'train', 'truck', 'boat',
+    'traffic light', 'fire hydrant', 'stop sign', 'parking meter', 'bench', 'bird avian', 'cat', 'dog', 'horse', 'sheep', 'cow',
+    'elephant', 'bear', 'zebra', 'giraffe', 'backpack,bag', 'umbrella,parasol', 'handbag,purse', 'necktie', 'suitcase', 'frisbee',
+    'skis', 'sknowboard', 'sports ball', 'kite', 'baseball bat', 'glove', 'skateboard', 'surfboard', 'tennis racket', 'bottle',
+    'wine glass', 'cup', 'fork', 'knife', 'dessertspoon', 'bowl', 'banana', 'apple', 'sandwich', 'orange', 'broccoli', 'carrot',
+    'hot dog', 'pizza', 'donut', 'cake', 'chair seat', 'sofa', 'pottedplant', 'bed', 'diningtable', 'toilet', 'tvmonitor screen',
+    'laptop', 'mouse', 'remote control', 'keyboard', 'cell phone', 'microwave', 'oven', 'toaster', 'sink', 'refrigerator', 'book',
+    'clock', 'vase', 'scissors', 'teddy bear', 'hairdrier,blowdrier', 'toothbrush')
+COCO_BACKGROUND = tuple(b for b in VOC_BACKGROUND if b not in ('keyboard', 'sign'))
 
 def class_index(name:str, # a class name
                 classes=VOC_CLASSES, # the dataset's class names
@@ -259,6 +281,16 @@ def load_dataset_info(root:str|Path, # the dataset folder
         info.update(d)
     return info
 
+def load_captions(root:str|Path, # a dataset folder with captions.json
+                 )->dict: # id -> caption
+    "The captions of a (synthetic) dataset, `{id: caption}`."
+    p = Path(root)/'captions.json'
+    if not p.exists(): raise MissingFileError(f"{p}: no captions for this dataset (make_synthetic_voc writes them)")
+    try: d = json.loads(p.read_text())
+    except json.JSONDecodeError as e: raise BadInputError(f"{p}: not valid JSON ({e})") from e
+    if not isinstance(d, dict): raise BadInputError(f"{p}: expected a JSON object {{id: caption}}")
+    return d
+
 # %% ../nbs/01_data.ipynb #f6e1126c
 _COCO_ID = re.compile(r'^COCO_([a-z]+\d{4})_')
 
@@ -451,362 +483,9 @@ def mask_labels(paths, # mask files
     return np.stack(out) if out else np.zeros((0, n_classes), np.float32)
 
 # %% ../nbs/01_data.ipynb #ca3512f4
-SYNTH_CLASSES = ('aeroplane', 'bird', 'boat', 'car', 'cow', 'train')  # a subset of VOC_CLASSES, in VOC order
-SYNTH_CONTEXTS = {'aeroplane': 'sky', 'bird': 'sky', 'boat': 'water', 'car': 'road', 'cow': 'grass', 'train': 'railway'}
-_GROUND = ('water', 'road', 'grass', 'railway')
-_PREP = {'sky': 'in the sky', 'water': 'on the water', 'road': 'on the road', 'grass': 'on the grass', 'railway': 'on the railway'}
-_PLURAL = {'aeroplane': 'aeroplanes', 'bird': 'birds', 'boat': 'boats', 'car': 'cars', 'cow': 'cows', 'train': 'trains'}
-_NUM = {1: 'a', 2: 'two', 3: 'three'}
-# size: width as a fraction of the image width (lo, hi), and height/width
-_SPRITE_SIZE = {'aeroplane': ((0.30, 0.60), 0.45), 'bird': ((0.14, 0.30), 0.65), 'boat': ((0.25, 0.50), 0.85),
-                'car': ((0.25, 0.45), 0.50), 'cow': ((0.22, 0.40), 0.70), 'train': ((0.50, 0.90), 0.38)}
 # PASCAL VOC 2012: median share of the (non-void) image a class covers, over the train+val masks that hold it
 VOC_MEDIAN_AREA = dict(aeroplane=0.105, bird=0.068, boat=0.078, car=0.085, cow=0.172, train=0.248)
-# widths (hi = 2 lo) calibrated so that the generated worlds' medians match VOC_MEDIAN_AREA (see "Object sizes")
-_SPRITE_SIZE_VOC = {'aeroplane': ((0.80, 1.60), 0.45), 'bird': ((0.48, 0.96), 0.65), 'boat': ((0.33, 0.66), 0.85),
-                    'car': ((0.40, 0.80), 0.50), 'cow': ((0.56, 1.12), 0.70), 'train': ((0.68, 1.36), 0.38)}
-SYNTH_SIZES = {'v1': _SPRITE_SIZE, 'voc': _SPRITE_SIZE_VOC}   # the generator's `sizes` option
 
-def _smooth(rng, h, w, cell):
-    "Smooth noise in [0,1]: random values on a coarse grid, bilinearly upsampled."
-    low = rng.random((max(2, h // cell + 2), max(2, w // cell + 2))).astype(np.float32)
-    return np.asarray(Image.fromarray(low).resize((w, h), Image.BILINEAR), dtype=np.float32)
-
-def _texture(ctx, h, w, rng, y0=0):
-    "An h×w×3 float texture of a context."
-    Y = np.arange(h, dtype=np.float32)[:, None]; X = np.arange(w, dtype=np.float32)[None, :]
-    n = lambda s: rng.normal(0, s, (h, w, 1)).astype(np.float32)
-    if ctx == 'sky':
-        t = (Y / max(h - 1, 1))[..., None]
-        top, bot = np.array([60, 120, 215], np.float32) + rng.normal(0, 10, 3), np.array([165, 200, 240], np.float32)
-        img = top * (1 - t) + bot * t + np.zeros((h, w, 3), np.float32)
-        cloud = np.clip((_smooth(rng, h, w, 10) - rng.uniform(0.5, 0.75)) * 4, 0, 1)[..., None]
-        return img * (1 - cloud) + 245 * cloud + n(3)
-    if ctx == 'water':
-        base = np.array([25, 85, 145], np.float32) + rng.normal(0, 8, 3)
-        wave = np.sin(2 * np.pi * (Y + y0) / rng.uniform(3, 6) + 5 * _smooth(rng, h, w, 8) + X * 0.05)
-        img = base + (22 * wave)[..., None] * np.array([0.6, 0.9, 1.0], np.float32)
-        glint = (rng.random((h, w)) > 0.985)[..., None] * 90
-        return img + glint + n(5)
-    if ctx == 'road':
-        base = np.array([88, 88, 92], np.float32) + rng.normal(0, 6, 3)
-        img = base + n(9) + 15 * (_smooth(rng, h, w, 6)[..., None] - 0.5)
-        yl = int(h * rng.uniform(0.35, 0.65)); period = int(rng.integers(9, 15)); ph = int(rng.integers(0, period))
-        dash = (((X + ph) % period) < period * 0.55) & (np.abs(Y - yl) < max(1, h // 40 + 0.5))
-        col = np.array([235, 235, 220] if rng.random() < 0.6 else [240, 200, 40], np.float32)
-        return np.where(dash[..., None], col, img)
-    if ctx == 'grass':
-        base = np.array([62, 140, 48], np.float32) + rng.normal(0, 8, 3)
-        img = base + 45 * (_smooth(rng, h, w, 5)[..., None] - 0.5) * np.array([0.6, 1, 0.5], np.float32)
-        b = rng.random((h, w)) > 0.8
-        blades = (b | np.roll(b, 1, 0) | np.roll(b, 2, 0))[..., None]
-        return img - blades * np.array([25, 45, 20], np.float32) + n(10)
-    if ctx == 'railway':
-        base = np.array([128, 112, 98], np.float32) + rng.normal(0, 6, 3)
-        img = base + n(18)
-        r1 = int(h * rng.uniform(0.45, 0.6)); gauge = max(3, int(h * 0.22)); r0 = r1 - gauge
-        period = int(rng.integers(5, 8))
-        sleeper = ((X % period) < max(2, period // 2)) & (Y >= r0 - 1) & (Y <= r1 + 1)
-        img = np.where(sleeper[..., None], np.array([92, 62, 40], np.float32) + n(6), img)
-        rail = (np.abs(Y - r0) <= 0.5) | (np.abs(Y - r1) <= 0.5)
-        return np.where(rail[..., None], np.array([190, 190, 200], np.float32), img)
-    raise BadInputError(f"unknown context {ctx!r}")
-
-def _poly(u, v, pts):
-    "Inside test for a convex polygon (vertices in order, either orientation)."
-    pts = np.asarray(pts, np.float32)
-    cs = [(x1 - x0) * (v - y0) - (y1 - y0) * (u - x0) for (x0, y0), (x1, y1) in zip(pts, np.roll(pts, -1, 0))]
-    return np.logical_and.reduce([c >= 0 for c in cs]) | np.logical_and.reduce([c <= 0 for c in cs])
-
-def _ell(u, v, cu, cv, ru, rv): return ((u - cu) / ru) ** 2 + ((v - cv) / rv) ** 2 <= 1
-def _rect(u, v, u0, v0, u1, v1): return (u >= u0) & (u <= u1) & (v >= v0) & (v <= v1)
-
-def _jit(rng, c, s=18): return np.clip(np.asarray(c, np.float32) + rng.normal(0, s, 3), 0, 255)
-
-def _sprite(cls, u, v, rng):
-    "Parts (boolean mask over the grid, RGB colour) of a class sprite in box coordinates u, v ∈ [0,1]."
-    if cls == 'aeroplane':
-        body = _jit(rng, [215, 215, 222] if rng.random() < 0.7 else [240, 240, 240], 10)
-        acc = _jit(rng, [[200, 30, 30], [30, 60, 170], [230, 150, 20]][rng.integers(3)])
-        return [(_ell(u, v, 0.5, 0.55, 0.48, 0.11), body),
-                (_poly(u, v, [(0.38, 0.56), (0.62, 0.56), (0.46, 0.98)]), body * 0.85),
-                (_poly(u, v, [(0.42, 0.5), (0.58, 0.5), (0.5, 0.22)]), body * 0.8),
-                (_poly(u, v, [(0.02, 0.52), (0.16, 0.52), (0.04, 0.08)]), acc),
-                (_ell(u, v, 0.88, 0.52, 0.05, 0.04), np.array([40, 50, 70], np.float32))]
-    if cls == 'bird':
-        col = _jit(rng, [[70, 50, 35], [30, 30, 35], [225, 225, 230], [150, 110, 60]][rng.integers(4)])
-        up = rng.uniform(0.0, 0.3)
-        return [(_ell(u, v, 0.48, 0.62, 0.26, 0.15), col),
-                (_poly(u, v, [(0.32, 0.58), (0.6, 0.58), (0.28, up)]), col * 0.8),
-                (_ell(u, v, 0.76, 0.48, 0.1, 0.13), col * 0.9),
-                (_poly(u, v, [(0.84, 0.42), (0.99, 0.49), (0.84, 0.54)]), np.array([240, 160, 30], np.float32)),
-                (_poly(u, v, [(0.05, 0.55), (0.24, 0.6), (0.05, 0.75)]), col * 0.7)]
-    if cls == 'boat':
-        hull = _jit(rng, [[180, 30, 30], [240, 240, 235], [25, 40, 90], [120, 70, 35]][rng.integers(4)])
-        parts = [(_poly(u, v, [(0.0, 0.62), (1.0, 0.62), (0.84, 0.97), (0.13, 0.97)]), hull),
-                 (_rect(u, v, 0.3, 0.48, 0.62, 0.63), _jit(rng, [235, 230, 210], 10))]
-        if rng.random() < 0.6:
-            parts += [(_rect(u, v, 0.46, 0.04, 0.5, 0.5), np.array([90, 70, 50], np.float32)),
-                      (_poly(u, v, [(0.51, 0.06), (0.51, 0.46), (0.9, 0.46)]), _jit(rng, [245, 245, 240], 8))]
-        else:
-            parts += [(_rect(u, v, 0.38, 0.3, 0.55, 0.49), _jit(rng, [200, 200, 205], 10))]
-        return parts
-    if cls == 'car':
-        col = _jit(rng, [[200, 25, 25], [25, 70, 190], [240, 200, 30], [235, 235, 235], [40, 40, 45]][rng.integers(5)], 12)
-        return [(_rect(u, v, 0.0, 0.42, 1.0, 0.8) & ~(_rect(u, v, 0, 0.42, 0.04, 0.5) & ~_ell(u, v, 0.04, 0.5, 0.04, 0.08)), col),
-                (_poly(u, v, [(0.18, 0.43), (0.3, 0.06), (0.72, 0.06), (0.84, 0.43)]), col * 0.92),
-                (_poly(u, v, [(0.25, 0.4), (0.33, 0.12), (0.48, 0.12), (0.48, 0.4)]), np.array([150, 190, 215], np.float32)),
-                (_poly(u, v, [(0.52, 0.4), (0.52, 0.12), (0.69, 0.12), (0.77, 0.4)]), np.array([150, 190, 215], np.float32)),
-                (_ell(u, v, 0.22, 0.8, 0.1, 0.2), np.array([25, 25, 25], np.float32)),
-                (_ell(u, v, 0.78, 0.8, 0.1, 0.2), np.array([25, 25, 25], np.float32))]
-    if cls == 'cow':
-        spotted = rng.random() < 0.6
-        col = _jit(rng, [240, 240, 235] if spotted else [[140, 80, 40], [90, 55, 30]][rng.integers(2)], 10)
-        body = _ell(u, v, 0.45, 0.42, 0.34, 0.24) | _rect(u, v, 0.16, 0.24, 0.74, 0.6)
-        legs = (_rect(u, v, 0.18, 0.55, 0.26, 1.0) | _rect(u, v, 0.32, 0.55, 0.4, 0.97) |
-                _rect(u, v, 0.58, 0.55, 0.66, 1.0) | _rect(u, v, 0.68, 0.55, 0.75, 0.97))
-        parts = [(body | legs, col), (_ell(u, v, 0.86, 0.32, 0.12, 0.15), col * 0.95),
-                 (_rect(u, v, 0.04, 0.3, 0.1, 0.7) & (u < 0.12), col * 0.8),
-                 (_ell(u, v, 0.93, 0.38, 0.05, 0.05), np.array([230, 160, 160], np.float32))]
-        if spotted:
-            spots = _smooth(rng, *u.shape, max(3, u.shape[0] // 12)) > 0.62
-            parts.append((body & spots, np.array([30, 30, 30], np.float32)))
-        return parts
-    if cls == 'train':
-        col = _jit(rng, [[190, 30, 30], [30, 80, 170], [40, 130, 60], [230, 190, 30]][rng.integers(4)], 12)
-        body = _rect(u, v, 0.0, 0.08, 0.9, 0.86) | _poly(u, v, [(0.89, 0.08), (0.97, 0.3), (1.0, 0.86), (0.89, 0.86)])
-        nwin = int(rng.integers(5, 9))
-        win = _rect(u, v, 0.03, 0.22, 0.86, 0.5) & (((u * nwin) % 1) < 0.6)
-        wheels = (v > 0.8) & (v < 1.0) & (((u * 7) % 1) < 0.55) & (u < 0.97)
-        return [(body, col), (_rect(u, v, 0.0, 0.62, 1.0, 0.7), np.array([235, 235, 235], np.float32)),
-                (win, np.array([180, 210, 230], np.float32)), (wheels, np.array([30, 30, 30], np.float32))]
-    raise BadInputError(f"no sprite for class {cls!r}; the synthetic generator draws {', '.join(SYNTH_CLASSES)}")
-
-def _scene_layout(rng, objs, H, p_sky):
-    "Bands [(ctx, y0, y1)] top to bottom that hold every object's context."
-    ctxs = [c for _, c in objs]
-    ground = list(dict.fromkeys(c for c in ctxs if c != 'sky'))
-    if not ground and rng.random() < 0.75: ground = [_GROUND[rng.integers(len(_GROUND))]]
-    sky = 'sky' in ctxs or not ground or rng.random() < p_sky
-    bands, y = [], 0
-    if sky:
-        ys = int(H * (rng.uniform(0.35, 0.6) if ground else 1.0))
-        bands.append(('sky', 0, ys)); y = ys
-    if ground:
-        wts = rng.uniform(0.6, 1.4, len(ground)); wts = np.cumsum(wts) / wts.sum()
-        cuts = [y] + [int(y + (H - y) * f) for f in wts[:-1]] + [H]
-        bands += [(g, cuts[i], cuts[i + 1]) for i, g in enumerate(ground)]
-    return bands
-
-def _void_border(mask, width):
-    "255 on a band around every object boundary (pixels within `width` of a label change involving a foreground)."
-    out = mask.copy()
-    edge = np.zeros(mask.shape, bool)   # two different labels meet: at least one is foreground
-    d = mask[1:] != mask[:-1]; edge[1:] |= d; edge[:-1] |= d
-    d = mask[:, 1:] != mask[:, :-1]; edge[:, 1:] |= d; edge[:, :-1] |= d
-    for _ in range(width - 1):
-        e = edge.copy(); e[1:] |= edge[:-1]; e[:-1] |= edge[1:]; e[:, 1:] |= edge[:, :-1]; e[:, :-1] |= edge[:, 1:]; edge = e
-    out[edge] = 255
-    return out
-
-def _caption(objs_visible, bands):
-    "A caption naming every object with its context, and the contexts no object stands in."
-    groups = {}
-    for cls, ctx in objs_visible: groups[(cls, ctx)] = groups.get((cls, ctx), 0) + 1
-    phr = []
-    for (cls, ctx), k in groups.items():
-        noun = cls if k == 1 else _PLURAL[cls]
-        art = ('an' if cls[0] in 'aeiou' else 'a') if k == 1 else _NUM.get(k, str(k))
-        phr.append(f"{art} {noun} {_PREP[ctx]}")
-    text = phr[0] if len(phr) == 1 else ', '.join(phr[:-1]) + ' and ' + phr[-1]
-    used = {ctx for _, ctx in objs_visible}
-    for ctx, _, _ in bands:
-        if ctx in used: continue
-        if ctx == 'sky': text += ' under the sky'
-        else: text += f" {'above' if used == {'sky'} else 'next to'} the {ctx}"
-        used.add(ctx)
-    return text
-
-def _draw_synthetic(args):
-    "Draw image `index`: returns (image uint8 H×W×3, mask uint8 H×W, caption, visible classes, contexts)."
-    index, p = args
-    rng = np.random.default_rng([p['seed'], index])
-    lo, hi = p['size']
-    H, W = int(rng.integers(lo, hi + 1)), int(rng.integers(lo, hi + 1))
-    classes = p['classes']
-    n = int(rng.integers(1, p['max_objects'] + 1))
-    objs = []
-    for _ in range(n):
-        cls = classes[rng.integers(len(classes))]
-        typ = SYNTH_CONTEXTS[cls]
-        other = [c for c in _GROUND if c != typ]   # atypical: another ground (a bird on the grass, a car on the water)
-        ctx = typ if rng.random() < p['p_typical'] else other[rng.integers(len(other))]
-        objs.append((cls, ctx))
-    bands = _scene_layout(rng, objs, H, p['p_sky'])
-    band_of = {c: (y0, y1) for c, y0, y1 in bands}
-    img = np.zeros((H, W, 3), np.float32)
-    for ctx, y0, y1 in bands:
-        if y1 > y0: img[y0:y1] = _texture(ctx, y1 - y0, W, rng, y0)
-    Y, X = np.mgrid[0:H, 0:W].astype(np.float32)
-    placed = []
-    for cls, ctx in objs:
-        (wlo, whi), aspect = SYNTH_SIZES[p.get('sizes', 'v1')][cls]
-        bw = W * rng.uniform(wlo, whi) * p['scale']; bh = bw * aspect * rng.uniform(0.9, 1.1)
-        y0, y1 = band_of[ctx]
-        if ctx == 'sky': cy = rng.uniform(y0 + 0.2 * (y1 - y0), y0 + 0.8 * (y1 - y0)); top = cy - bh / 2
-        else: top = rng.uniform(y0 + 0.25 * (y1 - y0), y1 - 0.1 * (y1 - y0)) - bh * 0.95
-        left = rng.uniform(-0.25 * bw, W - 0.75 * bw)
-        u = (X - left) / bw; v = (Y - top) / bh
-        if rng.random() < 0.5: u = 1 - u
-        inside = (u >= 0) & (u <= 1) & (v >= 0) & (v <= 1)
-        parts = _sprite(cls, u, v, rng)
-        parts = [(m & inside, c) for m, c in parts]
-        full = np.zeros((H, W), bool)
-        for m, _ in parts: full |= m
-        if full.sum() < 20: continue
-        placed.append(dict(cls=cls, ctx=ctx, parts=parts, full=full, depth=top + bh, v=v))
-    occl = []
-    if rng.random() < p['p_occluder']:
-        if rng.random() < 0.6:   # a bush on the lowest band
-            gy0 = bands[-1][1]; cx = rng.uniform(0, W); cy = rng.uniform(max(gy0, H * 0.55), H); r = rng.uniform(0.06, 0.14) * W
-            m = np.zeros((H, W), bool)
-            for _ in range(4): m |= _ell(X, Y, cx + rng.normal(0, r * 0.6), cy + rng.normal(0, r * 0.4), r, r * 0.8)
-            tex = np.array([35, 95, 35], np.float32) + 30 * (_smooth(rng, H, W, 3)[..., None] - 0.5)
-        else:                    # a pole
-            x0 = rng.uniform(0, W); pw = max(2.0, W * rng.uniform(0.02, 0.04)); ty = rng.uniform(0, H * 0.4)
-            m = (X >= x0) & (X < x0 + pw) & (Y >= ty)
-            tex = np.broadcast_to(_jit(rng, [110, 100, 90], 20), (H, W, 3))
-        occl.append((m, tex))
-    placed.sort(key=lambda o: o['depth'])  # far (higher) objects first
-    def _visible(occl):
-        cover = np.zeros((H, W), bool)
-        for m, _ in occl: cover |= m
-        keep = []
-        for o in reversed(placed):   # nearest first: what is in front of each object
-            vis = o['full'] & ~cover
-            if vis.sum() >= 0.35 * o['full'].sum() and vis.sum() >= 12:
-                keep.append(o); cover |= o['full']
-        return keep[::-1]
-    keep = _visible(occl)
-    if not keep and occl: occl = []; keep = _visible(occl)   # an occluder never hides the only object
-    mask = np.zeros((H, W), np.uint8)
-    for o in keep:
-        for m, c in o['parts']:   # lit from above: brighter at the top of the sprite
-            shade = 1.12 - 0.25 * np.clip(o['v'][m], 0, 1)
-            img[m] = c * shade[:, None] + rng.normal(0, 6, (int(m.sum()), 3))
-        mask[o['full']] = classes.index(o['cls']) + 1
-    for m, tex in occl:
-        img[m] = tex[m]; mask[m] = 0
-    img = img * (1 + rng.normal(0, p['jitter'], 3)).astype(np.float32) + rng.normal(0, 8 * p['jitter'] / 0.06)
-    img = img + rng.normal(0, p['noise'], img.shape)
-    img = np.clip(np.rint(img), 0, 255).astype(np.uint8)
-    present = set(np.unique(mask).tolist()) - {0}
-    vis_objs = [(o['cls'], o['ctx']) for o in keep if classes.index(o['cls']) + 1 in present]
-    if p['void_border'] > 0: mask = _void_border(mask, p['void_border'])
-    return img, mask, (_caption(vis_objs, bands) if vis_objs else _caption_bg(bands)), vis_objs, [b[0] for b in bands]
-
-def _caption_bg(bands):
-    ctxs = [b[0] for b in bands]
-    return 'an empty scene with ' + ' and '.join(f'the {c}' for c in ctxs)
-
-# %% ../nbs/01_data.ipynb #761f22b2
-_SYNTH_VERSION = 1
-_SYNTH_FILES = ('JPEGImages', 'SegmentationClass', 'ImageSets', 'cls_labels.npy', 'captions.json', 'dataset.json', '.wsss_synthetic.json')
-
-def _write_synthetic(args):
-    index, p, root, id_ = args
-    img, mask, cap, vis, ctxs = _draw_synthetic((index, p))
-    with atomic_write(root/'JPEGImages'/f'{id_}.jpg') as f: Image.fromarray(img).save(f, format='JPEG', quality=p['jpeg_quality'])
-    save_mask(root/'SegmentationClass'/f'{id_}.png', mask)
-    return id_, cap, labels_from_mask(mask, len(p['classes'])), ctxs
-
-def load_captions(root:str|Path, # a dataset folder with captions.json
-                 )->dict: # id -> caption
-    "The captions of a (synthetic) dataset, `{id: caption}`."
-    p = Path(root)/'captions.json'
-    if not p.exists(): raise MissingFileError(f"{p}: no captions for this dataset (make_synthetic_voc writes them)")
-    try: d = json.loads(p.read_text())
-    except json.JSONDecodeError as e: raise BadInputError(f"{p}: not valid JSON ({e})") from e
-    if not isinstance(d, dict): raise BadInputError(f"{p}: expected a JSON object {{id: caption}}")
-    return d
-
-def make_synthetic_voc(root:str|Path, # output folder (created)
-                       n_train:int=200, # train images
-                       n_val:int=50, # val images
-                       seed:int=0, # everything follows from it
-                       size:int|tuple=(96, 160), # image side: an int, or (min, max) sides drawn per image
-                       classes=SYNTH_CLASSES, # foreground classes (subset of SYNTH_CLASSES)
-                       max_objects:int=3, # 1..max_objects objects per image
-                       p_typical:float=0.88, # probability that an object sits in its class's typical context
-                       p_sky:float=0.6, # probability of a sky band when no object needs one
-                       p_occluder:float=0.25, # probability of a non-class occluder (bush, pole)
-                       sizes:str='v1', # object sizes: 'v1' (small, the first worlds) or 'voc' (VOC 2012's median areas)
-                       scale:float=1.0, # multiplies object sizes
-                       void_border:int=1, # width of the 255 band on object boundaries (0: none)
-                       jitter:float=0.06, # colour jitter (std of per-channel gain)
-                       noise:float=6.0, # std of the Gaussian pixel noise
-                       jpeg_quality:int=90, # JPEG quality
-                       n_jobs:int=1, # worker processes (the files do not depend on it)
-                       overwrite:bool=False, # replace a different dataset in `root`
-                      )->Path:
-    "Write a deterministic synthetic VOC-layout dataset (see above) and return its folder."
-    root = Path(root)
-    classes = list(classes)
-    for c in classes:
-        if c not in SYNTH_CLASSES: raise BadInputError(f"unknown class name {c!r} for the synthetic generator; it draws {', '.join(SYNTH_CLASSES)}")
-    if isinstance(size, int): size = (size, size)
-    size = [int(size[0]), int(size[1])]
-    if not (16 <= size[0] <= size[1]): raise BadInputError(f"size must be an int >= 16 or (min, max) with 16 <= min <= max, got {size}")
-    if n_train < 0 or n_val < 0 or n_train + n_val == 0: raise BadInputError(f"need n_train + n_val > 0, got {n_train}, {n_val}")
-    if sizes not in SYNTH_SIZES: raise BadInputError(f"sizes must be one of {', '.join(SYNTH_SIZES)}, got {sizes!r}")
-    if not 1 <= max_objects <= 3: raise BadInputError(f"max_objects must be 1..3, got {max_objects}")
-    params = dict(version=_SYNTH_VERSION, n_train=int(n_train), n_val=int(n_val), seed=int(seed), size=size, classes=classes,
-                  max_objects=int(max_objects), p_typical=float(p_typical), p_sky=float(p_sky), p_occluder=float(p_occluder),
-                  sizes=sizes, scale=float(scale), void_border=int(void_border), jitter=float(jitter), noise=float(noise),
-                  jpeg_quality=int(jpeg_quality))
-    marker = root/'.wsss_synthetic.json'
-    done = (root/'dataset.json').exists()
-    info = load_dataset_info(root) if done else {}
-    ours = (done and info.get('name') == 'synthetic-voc') or marker.exists()
-    if done and ours and info.get('params') == params: return root          # already there: nothing to do
-    if root.exists() and any(root.iterdir()):
-        if not ours:   # never delete data the generator did not make, even with overwrite=True
-            raise BadInputError(f"{root} is not empty and holds no synthetic dataset; choose an empty or new folder "
-                                f"(make_synthetic_voc only replaces datasets it made itself)")
-        unfinished_same = not done and json.loads(marker.read_text()) == params
-        if not unfinished_same and not overwrite:
-            raise BadInputError(f"{root} already holds a different synthetic dataset (params "
-                                f"{info.get('params') if done else json.loads(marker.read_text())}); pass overwrite=True to replace it")
-    if ours:
-        for name in _SYNTH_FILES:
-            q = root/name
-            if q.is_dir(): shutil.rmtree(q)
-            elif q.exists(): q.unlink()
-    root.mkdir(parents=True, exist_ok=True)
-    save_json(marker, params)
-    n = n_train + n_val
-    ids = [f'syn_{i:06d}' for i in range(n)]
-    jobs = [(i, params, root, ids[i]) for i in range(n)]
-    res = parallel_map(_write_synthetic, jobs, n_jobs=n_jobs, desc='synthetic images', chunksize=16)
-    caps = {i: c for i, c, _, _ in res}
-    # fresh arrays built here: arrays unpickled from worker processes pickle differently (memo), which would make
-    # the file depend on n_jobs
-    save_npy(root/'cls_labels.npy', {i: np.array(l.tolist(), dtype=np.float32) for i, _, l, _ in res})
-    save_json(root/'captions.json', caps)
-    sets = root/'ImageSets'/'Segmentation'
-    save_text(sets/'train.txt', ''.join(f'{i}\n' for i in ids[:n_train]))
-    save_text(sets/'val.txt', ''.join(f'{i}\n' for i in ids[n_train:]))
-    save_text(sets/'trainval.txt', ''.join(f'{i}\n' for i in ids))
-    ctx_words = ['sky'] + list(_GROUND)
-    save_json(root/'dataset.json', dict(
-        name='synthetic-voc', classes=classes, background_texts=ctx_words,
-        contexts={c: SYNTH_CONTEXTS[c] for c in classes}, context_phrases={c: _PREP[c] for c in ctx_words},
-        seed=int(seed), params=params, n_images=n,
-        context_counts={c: sum(c in r[3] for r in res) for c in ctx_words}))
-    marker.unlink()
-    return root
-
-# %% ../nbs/01_data.ipynb #64e095fe
 def mask_areas(mask:np.ndarray)->dict:
     "{mask value: share of the non-void pixels} for the foreground values of one mask."
     valid = mask != 255; nv = max(1, int(valid.sum()))
@@ -835,7 +514,7 @@ def class_area_stats(paths, # mask files (VOC layout: 0 background, 255 void)
     areas = parallel_map(_area_job, [(p, len(class_names)) for p in paths], n_jobs=n_jobs, desc='mask areas', chunksize=64)
     return area_stats(areas, class_names)
 
-# %% ../nbs/01_data.ipynb #8effee40
+# %% ../nbs/01_data.ipynb #92cfceb3
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 CLIP_MEAN, CLIP_STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 from .core import BadInputError, MissingFileError, WsssError, parallel_map, progress
+from .camfiles import load_cam_file
 
 # %% auto #0
 __all__ = ['DEFAULT_THRESHOLDS', 'DEFAULT_POWERS', 'confusion_matrix', 'iou_per_class', 'miou', 'precision_recall', 'scores',
@@ -358,8 +359,7 @@ def _resolve_n(n_classes, gt)->int:
 
 def _load_cam(path:Path, loader, n:int)->tuple:
     if not path.exists(): raise MissingFileError(f"{path}: CAM file not found")
-    if loader is None:
-        from wsss_lib.cam import load_cam_file as loader    # cam sits above metrics: import only when used
+    loader = loader or load_cam_file
     try: d = loader(path)
     except WsssError: raise
     except Exception as e: raise BadInputError(f"{path}: cannot read CAM file ({type(e).__name__}: {e})") from e
@@ -435,7 +435,7 @@ def evaluate_cams(cam_dir:str|Path, # folder of <id>.npy CAM files
                   bg_power:float|None=None, # if set: background (1 − max)^α instead (CLIP-ES)
                   n_classes:int|None=None, # incl. background; default len(dataset.classes)+1, else 21
                   n_jobs:int|None=None, # worker processes (None: all cores)
-                  cam_loader=None, # path -> dict(keys, cams); default wsss_lib.cam.load_cam_file
+                  cam_loader=None, # path -> dict(keys, cams); default wsss_lib.camfiles.load_cam_file
                   class_names:list|None=None, # for the per-class entries (default dataset.classes)
                  )->dict:
     "Score a folder of CAM files at one background setting: `scores(...)` plus n_images, per-image mIoU, confusion."
@@ -468,7 +468,7 @@ def threshold_curve(cam_dir:str|Path, # folder of <id>.npy CAM files
                     selection:str='max', # 'max' or MCTformer's 'first_local_max'
                     n_classes:int|None=None, # incl. background; default len(dataset.classes)+1, else 21
                     n_jobs:int|None=None, # worker processes (None: all cores)
-                    cam_loader=None, # path -> dict(keys, cams); default wsss_lib.cam.load_cam_file
+                    cam_loader=None, # path -> dict(keys, cams); default wsss_lib.camfiles.load_cam_file
                     class_names:list|None=None, # for `Curve.scores`
                    )->ThresholdCurves:
     "Every background threshold's and power's mIoU in one pass over the CAM files: best setting, whole curve, plot."

@@ -9,15 +9,17 @@ import cv2
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from fastcore.basics import patch
 from ..core import BadInputError, check_image
-from ..cam import CAMSource, register_cam_source
+from ..cam import CAMSource, register_cam_source, minmax_norm
 from ..clip import (Clip, load_clip, dataset_texts, vit_embed, vit_blocks, vit_pool, capture_attention,
                            attention_weights, patch_multiple_size, CLIP_ES_TEMPLATE)
+from ..affinity import CAA_DEFAULTS, attention_affinity, caa_transition, box_mask, caa_refine
+from ..crf import make_pseudo_mask
 
 # %% auto #0
 __all__ = ['GRADCAM_SCORES', 'clip_es_input', 'frozen_forward', 'clip_es_logits', 'last_block_scores', 'gradcam_raw',
-           'gradcam_maps', 'softmax_gradcam', 'softmax_gradcam_loop', 'attention_affinity', 'sinkhorn_normalize',
-           'caa_transition', 'box_mask', 'caa_refine', 'resize_maps', 'ClipES', 'clip_es_pseudo_mask',
+           'gradcam_maps', 'softmax_gradcam', 'softmax_gradcam_loop', 'ClipES', 'clip_es_pseudo_mask',
            'confidence_guided_loss']
 
 # %% ../../nbs/10_clip_es.ipynb #902ba3cd
@@ -71,11 +73,6 @@ def last_block_scores(clip:Clip, x:torch.Tensor, # [B,N,D] tokens entering the l
     z = clip_es_logits(clip, vit_pool(v, y, 'patch_mean'), text)
     return z.softmax(-1) if score == 'softmax' else z
 
-def _scale_cam(c:torch.Tensor)->torch.Tensor:
-    "pytorch-grad-cam's scale_cam_image per map: x -= min; x /= (max + 1e-7)."
-    c = c - c.amin(dim=(-2, -1), keepdim=True)
-    return c / (c.amax(dim=(-2, -1), keepdim=True) + 1e-7)
-
 def gradcam_raw(acts:torch.Tensor, # [K,N,D] activations (CLS first)
                 grads:torch.Tensor, # [K,N,D] gradients of each row's target
                 grid:tuple[int, int], # (h, w) patch grid, h*w = N-1
@@ -92,7 +89,7 @@ def gradcam_maps(acts:torch.Tensor, # [K,N,D] activations (CLS first)
                  grid:tuple[int, int], # (h, w) patch grid, h*w = N-1
                 )->torch.Tensor: # [K,h,w] float32 in [0,1]
     "Grad-CAM on ViT tokens as CLIP-ES: `gradcam_raw`, ReLU, min-max (twice, as the official code)."
-    return _scale_cam(_scale_cam(gradcam_raw(acts, grads, grid).clamp_min(0)).clamp_min(0))
+    return minmax_norm(minmax_norm(gradcam_raw(acts, grads, grid), relu=True), relu=True)   # pytorch-grad-cam's scale_cam_image, twice
 
 def _targets(text:torch.Tensor, n_classes:int, targets)->torch.Tensor:
     "Rows of the text set that are the Grad-CAM targets (default: the first K)."
@@ -166,74 +163,10 @@ def softmax_gradcam_loop(clip:Clip, tokens:torch.Tensor, text:torch.Tensor, n_cl
     return dict(cams=torch.cat(cams), scores=s[0].detach().float())
 
 # %% ../../nbs/10_clip_es.ipynb #9e6a55b6
-def attention_affinity(attn_maps, # list of per-block [1,N,N] (or [N,N]) head-averaged attention, in block order
-                       n_layers:int=8, # how many of the last blocks to average (CLIP-ES: 8)
-                      )->torch.Tensor: # float32 [hw, hw]
-    "Mean of the last `n_layers` attention maps with the CLS row/column dropped (not renormalised)."
-    m = torch.stack([a.reshape(a.shape[-2:]) if a.dim() == 3 else a for a in attn_maps])[-n_layers:]
-    return m[:, 1:, 1:].mean(0).float()
-
-def sinkhorn_normalize(A:torch.Tensor, # [n,n] non-negative
-                       n_rounds:int=3, # column→row rounds (CLIP-ES: 3)
-                      )->torch.Tensor:
-    "Alternately divide by column sums then row sums (no epsilon): rows sum to 1 exactly, columns ≈ 1."
-    T = A
-    for _ in range(n_rounds):
-        T = T / T.sum(0, keepdim=True)
-        T = T / T.sum(1, keepdim=True)
-    return T
-
-def caa_transition(A:torch.Tensor, # [n,n] attention affinity
-                   n_rounds:int=3, n_squarings:int=1, # Sinkhorn rounds; R = D^(2^n_squarings) (CLIP-ES: t = 2)
-                  )->torch.Tensor:
-    "Sinkhorn, symmetrise, square: the class-agnostic propagation matrix R."
-    T = sinkhorn_normalize(A, n_rounds)
-    R = (T + T.T) / 2
-    for _ in range(n_squarings): R = R @ R
-    return R
-
-def box_mask(cam:np.ndarray, # h×w CAM in [0,1] at patch resolution
-             tau:float=0.4, # threshold relative to the max (CLIP-ES: 0.4 VOC, 0.7 COCO)
-             border_quirk:bool=True, # reproduce the official off-by-one at the right/bottom border
-            )->tuple[np.ndarray, np.ndarray]: # (bool h×w mask, int boxes [n,4] as x0,y0,x1,y1)
-    "CLIP-ES's `scoremap2bbox` + mask: union of the bounding boxes of all contours of {floor(255·cam) > int(τ·max)}."
-    cam = np.asarray(cam, dtype=np.float32)
-    H, W = cam.shape
-    u = (cam * 255).astype(np.uint8)
-    _, thr = cv2.threshold(u, int(tau * u.max()), 255, cv2.THRESH_BINARY)
-    contours = cv2.findContours(thr, cv2.RETR_TREE, cv2.CHAIN_APPROX_SIMPLE)[-2]
-    boxes = []
-    for c in contours:
-        x, y, bw, bh = cv2.boundingRect(c)
-        x1, y1 = x + bw, y + bh
-        if border_quirk: x1, y1 = min(x1, W - 1), min(y1, H - 1)
-        boxes.append([x, y, x1, y1])
-    boxes = np.asarray(boxes, dtype=np.int64).reshape(-1, 4) if boxes else np.zeros((1, 4), np.int64)
-    mask = np.zeros((H, W), bool)
-    for x0, y0, x1, y1 in boxes: mask[y0:y1, x0:x1] = True
-    return mask, boxes
-
-def caa_refine(R:torch.Tensor, # [n,n] from `caa_transition`
-               cams:torch.Tensor, # [K,h,w] patch-resolution CAMs
-               masks, # [K,h,w] box masks (bool)
-              )->torch.Tensor: # [K,h,w] refined, min-max normalised
-    "refined_k = (R ∘ 1 B_kᵀ) vec(cam_k) for every class at once, then min-max (x−min)/(max+1e-7)."
-    K, h, w = cams.shape
-    B = torch.as_tensor(np.asarray(masks), dtype=R.dtype, device=R.device).reshape(K, -1)
-    src = B * cams.reshape(K, -1).to(R)
-    return _scale_cam((R @ src.T).T.reshape(K, h, w))
-
-def resize_maps(maps:torch.Tensor|np.ndarray, # [K,h,w]
-                size:tuple[int, int], # (H, W) of the image
-               )->np.ndarray: # float32 [K,H,W]
-    "cv2 bilinear resize of each map (as CLIP-ES's `cv2.resize(cam, (W, H))`)."
-    m = maps.detach().cpu().float().numpy() if torch.is_tensor(maps) else np.asarray(maps, np.float32)
-    return np.stack([cv2.resize(c, (size[1], size[0])) for c in m]).astype(np.float32) if len(m) else np.zeros((0, *size), np.float32)
-
-# %% ../../nbs/10_clip_es.ipynb #4d134bc0
 @register_cam_source('clip_es')
 class ClipES(CAMSource):
     "CLIP-ES CAMs (Softmax-GradCAM + CAA) for images with known present classes; CAM source \"clip_es\"."
+    unflip, fuse, norm, resize_mode = 'image', 'mean', None, 'cv2'
     def __init__(self, model:str|None=None, # open_clip model name (or registered); None = ViT-B-16, or the registered tag's model
                  pretrained:str|None='openai', # tag, registered tag, weights file, or None (random: meaningless CAMs)
                  dataset='voc', # 'voc', 'coco' or a dataset.json-like dict: class strings and background texts
@@ -242,6 +175,7 @@ class ClipES(CAMSource):
                  score:str='softmax', # Grad-CAM target: 'softmax' (CLIP-ES) or the raw 'logit' z_c (plain CLIP Grad-CAM)
                  text_set:str='present', # softmax over the 'present' classes (CLIP-ES) or 'all' dataset classes (+ background)
                  template:str=CLIP_ES_TEMPLATE, # prompt template (CLIP-ES: 'a clean origami {}.')
+                 refine:bool=True, # CAA refinement (False: the Grad-CAMs are the CAMs)
                  tau:float|None=None, # box threshold; None = 0.7 for COCO, else 0.4
                  n_attn_layers:int=8, # attention layers for CAA
                  n_squarings:int=1, # CAA power t = 2^n_squarings
@@ -259,14 +193,13 @@ class ClipES(CAMSource):
         elif background is False: background = []
         self.names, self.background = list(names if names is not None else dn), list(background)
         self.score, self.text_set = self._check_options(score, text_set)
-        self.template, self.n_attn_layers, self.n_squarings = template, n_attn_layers, n_squarings
         dname = dataset if isinstance(dataset, str) else str(dataset.get('name', '')) if isinstance(dataset, dict) else ''
-        is_coco = dname.lower().startswith('coco')
-        self.tau = tau if tau is not None else (0.7 if is_coco else 0.4)
-        self.scales, self.flip, self.border_quirk, self.pos_embed_fp16, self.batched = tuple(scales), flip, border_quirk, pos_embed_fp16, batched
+        tau = tau if tau is not None else (0.7 if dname.lower().startswith('coco') else 0.4)
+        self.caa = dict(CAA_DEFAULTS, tau=tau, n_layers=n_attn_layers, n_squarings=n_squarings, border_quirk=border_quirk)
+        self.template, self.refine, self.n_classes, self.device = template, refine, len(self.names), self.clip.device
+        self.scales, self.flip, self.pos_embed_fp16, self.batched = tuple(scales), flip, pos_embed_fp16, batched
         self.fg = self.clip.text_features(self.names, template)
         self.bg = self.clip.text_features(self.background, template)
-        self.last = None
 
     @staticmethod
     def _check_options(score, text_set):
@@ -274,94 +207,87 @@ class ClipES(CAMSource):
         if text_set not in ('present', 'all'): raise BadInputError(f"text_set {text_set!r}: use 'present' (CLIP-ES) or 'all'")
         return score, text_set
 
-    def text_and_targets(self, keys, # int[K] present classes (already checked)
-                         text_set:str|None=None, background:bool=True, # None = the object's text set; background: append its texts
-                        )->tuple[torch.Tensor, torch.Tensor, list]: # text features [T,E], target rows [K], the T strings
-        "The text set of the softmax and the rows of the K targets in it."
-        ts = self.text_set if text_set is None else text_set
-        k = torch.as_tensor(np.asarray(keys, dtype=np.int64), device=self.fg.device)
-        if ts == 'present': fg, tgt, names = self.fg[k], torch.arange(len(k)), [self.names[i] for i in keys]
-        else: fg, tgt, names = self.fg, k.cpu(), list(self.names)
-        bg, bnames = (self.bg, list(self.background)) if background else (self.bg[:0], [])
-        return torch.cat([fg, bg]), tgt, names + bnames
+    def variants(self)->list[str]: return ['cams', 'initial'] if self.refine else ['cams']
 
-    def _check_keys(self, keys)->np.ndarray:
-        keys = np.asarray(keys, dtype=np.int64).ravel()
-        if len(keys) == 0: raise BadInputError("CLIP-ES needs at least one present class (keys is empty)")
-        if keys.min() < 0 or keys.max() >= len(self.names):
-            raise BadInputError(f"class keys {keys.tolist()} out of range for {len(self.names)} classes")
-        if len(set(keys.tolist())) != len(keys): raise BadInputError(f"class keys {keys.tolist()} contain duplicates")
-        return keys
+    def input(self, image:np.ndarray, scale:float=1.0)->torch.Tensor: return clip_es_input(self.clip, image, scale)
 
-    def _gradcam(self, image:np.ndarray, keys:np.ndarray, scale:float, score:str, text_set:str, background:bool):
-        clip = self.clip
-        x = clip_es_input(clip, image, scale)
-        grid = (x.shape[-2] // clip.patch_size, x.shape[-1] // clip.patch_size)
-        tokens, maps = frozen_forward(clip, x, self.pos_embed_fp16)
-        text, tgt, _ = self.text_and_targets(keys, text_set, background)
-        fn = softmax_gradcam if self.batched else softmax_gradcam_loop
-        return fn(clip, tokens, text, len(keys), grid, score=score, targets=tgt), tokens, maps, grid
+# %% ../../nbs/10_clip_es.ipynb #91032ad7
+@patch
+def text_and_targets(self:ClipES, keys, # int[K] present classes (already checked)
+                     text_set:str|None=None, background:bool=True, # None = the object's text set; background: append its texts
+                    )->tuple[torch.Tensor, torch.Tensor, list]: # text features [T,E], target rows [K], the T strings
+    "The text set of the softmax and the rows of the K targets in it."
+    ts = self.text_set if text_set is None else text_set
+    k = torch.as_tensor(np.asarray(keys, dtype=np.int64), device=self.fg.device)
+    if ts == 'present': fg, tgt, names = self.fg[k], torch.arange(len(k)), [self.names[i] for i in keys]
+    else: fg, tgt, names = self.fg, k.cpu(), list(self.names)
+    bg, bnames = (self.bg, list(self.background)) if background else (self.bg[:0], [])
+    return torch.cat([fg, bg]), tgt, names + bnames
 
-    def gradcam(self, image:np.ndarray, # H×W×3 uint8 RGB
-                keys, # int[K] present classes (0-based)
-                score:str|None=None, # None = the object's ('softmax' | 'logit')
-                text_set:str|None=None, # None = the object's ('present' | 'all')
-                background:bool=True, # include the object's background texts in the softmax
-               )->np.ndarray: # K×H×W float32 in [0,1]
-        "The initial (unrefined) Grad-CAMs at image size, with per-call target options (ablations: no softmax, no background, ...)."
-        image = check_image(image); keys = self._check_keys(keys)
-        score, text_set = self._check_options(self.score if score is None else score, self.text_set if text_set is None else text_set)
-        H, W = image.shape[:2]
-        out = []
-        for s in self.scales:
-            for fl in ([False, True] if self.flip else [False]):
-                im = np.ascontiguousarray(image[:, ::-1]) if fl else image
-                m = resize_maps(self._gradcam(im, keys, s, score, text_set, background)[0]['cams'].float().cpu(), (H, W))
-                out.append(m[..., ::-1] if fl else m)
-        return np.ascontiguousarray(np.mean(out, 0), dtype=np.float32)
+@patch
+def _gradcam(self:ClipES, x:torch.Tensor, keys:np.ndarray, score:str, text_set:str, background:bool)->tuple:
+    "Softmax-GradCAM of one input [1,3,h,w]: (result dict, tokens entering the last block, attention of blocks 1..L−1, grid)."
+    clip = self.clip
+    grid = (x.shape[-2] // clip.patch_size, x.shape[-1] // clip.patch_size)
+    tokens, maps = frozen_forward(clip, x, self.pos_embed_fp16)
+    text, tgt, _ = self.text_and_targets(keys, text_set, background)
+    fn = softmax_gradcam if self.batched else softmax_gradcam_loop
+    return fn(clip, tokens, text, len(keys), grid, score=score, targets=tgt), tokens, maps, grid
 
-    def _one(self, image:np.ndarray, keys:np.ndarray, scale:float)->dict:
-        clip = self.clip
-        r, tokens, maps, grid = self._gradcam(image, keys, scale, self.score, self.text_set, True)
-        if 'attn' not in r:
-            with torch.no_grad():
-                blk = clip.visual.transformer.resblocks[-1]
-                r['attn'] = attention_weights(blk.attn, blk.ln_1(tokens)).mean(1)
-        cams = r['cams'].float().cpu()
-        A = attention_affinity(maps + [r['attn']], self.n_attn_layers).cpu()
-        R = caa_transition(A, n_squarings=self.n_squarings)
-        mb = [box_mask(c.numpy(), self.tau, self.border_quirk) for c in cams]
-        masks = np.stack([m for m, _ in mb])
-        refined = caa_refine(R, cams, masks)
-        return dict(cams_patch=cams, refined_patch=refined, masks=masks, boxes=[b for _, b in mb], affinity=R,
-                    scores=r['scores'].cpu(), grid=grid)
+@patch
+def _caa(self:ClipES, r:dict, tokens:torch.Tensor, maps:list)->dict:
+    "CAA of one image's patch CAMs: affinity from the attention, boxes, refined maps (`wsss_lib.affinity`)."
+    if 'attn' not in r:   # the per-class loop does not return the last block's attention
+        with torch.no_grad():
+            blk = self.clip.visual.transformer.resblocks[-1]
+            r['attn'] = attention_weights(blk.attn, blk.ln_1(tokens)).mean(1)
+    cams, c = r['cams'].float().cpu(), self.caa
+    R = caa_transition(attention_affinity(maps + [r['attn']], c['n_layers']).cpu(), n_squarings=c['n_squarings'])
+    mb = [box_mask(m.numpy(), c['tau'], c['border_quirk']) for m in cams]
+    masks = np.stack([m for m, _ in mb])
+    return dict(refined_patch=caa_refine(R, cams, masks), masks=masks, boxes=[b for _, b in mb], affinity=R)
 
-    def compute(self, image:np.ndarray, # H×W×3 uint8 RGB
-                keys, # int[K] present classes (0-based)
-               )->dict:
-        "Initial and refined CAMs (patch and image resolution), boxes, masks, affinity, scores."
-        image = check_image(image)
-        keys = self._check_keys(keys)
-        H, W = image.shape[:2]
-        init, ref, parts = [], [], []
-        for s in self.scales:
-            for fl in ([False, True] if self.flip else [False]):
-                im = np.ascontiguousarray(image[:, ::-1]) if fl else image
-                p = self._one(im, keys, s)
-                i_hr, r_hr = resize_maps(p['cams_patch'], (H, W)), resize_maps(p['refined_patch'], (H, W))
-                if fl: i_hr, r_hr = i_hr[..., ::-1], r_hr[..., ::-1]
-                init.append(i_hr); ref.append(r_hr); parts.append(p)
-        res = dict(keys=keys, cams=np.ascontiguousarray(np.mean(ref, 0), dtype=np.float32),
-                   initial=np.ascontiguousarray(np.mean(init, 0), dtype=np.float32), **parts[0])
-        res['text'] = self.text_and_targets(keys)[2]
-        self.last = res
-        return res
+@patch
+def raw_maps(self:ClipES, x:torch.Tensor, # [B,3,h,w] inputs (the image, and its flip)
+             keys:np.ndarray, # int64[K] present classes
+             score:str|None=None, text_set:str|None=None, # None = the object's ('softmax' | 'logit', 'present' | 'all')
+             background:bool=True, # include the object's background texts in the softmax
+             refine:bool|None=None, # None = the object's: CAA or not
+            )->dict: # cams, initial [B,K,h,w] and the first image's extras
+    "Per image: frozen blocks, Softmax-GradCAM, CAA; the Grad-CAMs as `initial`, the refined maps as `cams`."
+    if len(keys) == 0: raise BadInputError("CLIP-ES needs at least one present class (keys is empty)")
+    score, text_set = self._check_options(self.score if score is None else score, self.text_set if text_set is None else text_set)
+    refine = self.refine if refine is None else refine
+    init, ref, extras = [], [], {}
+    for b in range(len(x)):
+        r, tokens, maps, grid = self._gradcam(x[b:b + 1], keys, score, text_set, background)
+        init.append(r['cams'].float().cpu())
+        e = self._caa(r, tokens, maps) if refine else {}
+        if refine: ref.append(e['refined_patch'])
+        if b == 0: extras = dict(initial_patch=init[0], **e, scores=r['scores'].cpu(), grid=grid,
+                                 text=self.text_and_targets(keys, text_set, background)[2])
+    out = dict(cams=torch.stack(ref), initial=torch.stack(init)) if refine else dict(cams=torch.stack(init))
+    return dict(out, **extras)
 
-    def cams(self, image:np.ndarray, keys, image_id=None)->np.ndarray:
-        "Refined CLIP-ES CAMs, K×H×W float32 in [0,1], aligned with `keys`."
-        return self.compute(image, keys)['cams']
+@patch
+def gradcam(self:ClipES, image:np.ndarray, # H×W×3 uint8 RGB
+            keys, # int[K] present classes (0-based)
+            score:str|None=None, text_set:str|None=None, background:bool=True, # per-call target options (see `raw_maps`)
+           )->np.ndarray: # K×H×W float32 in [0,1]
+    "The initial (unrefined) Grad-CAMs at image size, with per-call target options (ablations: no softmax, no background, ...)."
+    return self.compute(image, keys, score=score, text_set=text_set, background=background, refine=False)['cams']
 
-# %% ../../nbs/10_clip_es.ipynb #bc33ea4e
+@patch
+@torch.no_grad()
+def attention(self:ClipES, image:np.ndarray)->dict: # attn: [L, heads, n, n] float16 patch-to-patch attention, grid: (h, w)
+    "Every block's per-head attention of CLIP-ES's input (CLS row and column dropped), in one forward pass."
+    x = self.input(check_image(image))
+    grid = (x.shape[-2] // self.clip.patch_size, x.shape[-1] // self.clip.patch_size)
+    with capture_attention(self.clip.visual, per_head=True) as att:
+        vit_blocks(self.clip.visual, vit_embed(self.clip.visual, x, round_fp16=self.pos_embed_fp16))
+    return dict(attn=torch.stack([a[0, :, 1:, 1:] for a in att.per_head]).to(torch.float16).cpu(), grid=grid)
+
+# %% ../../nbs/10_clip_es.ipynb #d435a6cd
 def clip_es_pseudo_mask(image:np.ndarray, # H×W×3 uint8 RGB
                         cams:np.ndarray, # K×H×W refined CAMs
                         keys, # int[K]
@@ -370,7 +296,6 @@ def clip_es_pseudo_mask(image:np.ndarray, # H×W×3 uint8 RGB
                         return_probs:bool=False,
                        ):
     "CLIP-ES pseudo mask: [(1−max)^1; cams] → dense CRF (deeplab preset) → argmax via keys, confidence < μ → 255."
-    from wsss_lib.crf import make_pseudo_mask
     return make_pseudo_mask(image, cams, keys, bg_power=1.0, conf_threshold=conf_threshold, preset='deeplab',
                             colour=colour, return_probs=return_probs)
 

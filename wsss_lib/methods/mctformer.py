@@ -13,14 +13,13 @@ import torch.nn.functional as F
 from PIL import Image
 from timm.models.vision_transformer import VisionTransformer
 from timm.layers import trunc_normal_
-from ..core import BadInputError, MissingFileError, load_torch, save_npy, default_device, progress, check_image
+from ..core import BadInputError, MissingFileError, load_torch, default_device, check_image
 from ..affinity import head_mean_sum, affinity_refine
-from ..cam import CAMSource, register_cam_source, save_cam_file
+from ..cam import CAMSource, register_cam_source
 
 # %% auto #0
-__all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'block_forward', 'MCTformerV1', 'MCTformerV2', 'UNetBranch', 'mctformer_loss',
-           'per_image_ap', 'vit_config', 'load_deit_weights', 'create_mctformer', 'class_maps', 'to_input',
-           'minmax_per_class', 'mctformer_cams', 'save_mctformer_npy', 'MCTformerCAMSource', 'generate_seeds']
+__all__ = ['block_forward', 'MCTformerV1', 'MCTformerV2', 'UNetBranch', 'mctformer_loss', 'per_image_ap', 'vit_config',
+           'load_deit_weights', 'create_mctformer', 'class_maps', 'MCTformerCAMSource']
 
 # %% ../../nbs/13_mctformer.ipynb #ac3478d6
 def block_forward(blk:nn.Module, # a timm ViT `Block`
@@ -290,97 +289,35 @@ def class_maps(model:MCTformerV1, # V1 or V2
     return (maps, out) if return_all else maps
 
 # %% ../../nbs/13_mctformer.ipynb #d435a6cd
-IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-
-def to_input(image:np.ndarray, # H×W×3 uint8 RGB
-             mean=IMAGENET_MEAN, std=IMAGENET_STD)->torch.Tensor:
-    "ToTensor + Normalize: (3, H, W) float32."
-    x = torch.from_numpy(np.ascontiguousarray(check_image(image))).permute(2, 0, 1).float() / 255.
-    return (x - torch.tensor(mean)[:, None, None]) / torch.tensor(std)[:, None, None]
-
-def minmax_per_class(cams:torch.Tensor|np.ndarray, # (K, H, W)
-                    )->np.ndarray:
-    "MCTformer's per-map `(x − min)/(max − min + 1e-8)`."
-    c = torch.as_tensor(cams).float()
-    lo, hi = c.flatten(1).min(1)[0][:, None, None], c.flatten(1).max(1)[0][:, None, None]
-    return ((c - lo) / (hi - lo + 1e-8)).cpu().numpy().astype(np.float32)
-
-@torch.no_grad()
-def mctformer_cams(model:MCTformerV1, # trained V1/V2 (eval mode is set here)
-                   image:np.ndarray, # H×W×3 uint8 RGB, full size
-                   keys, # present classes (0-based)
-                   scales=(1.0,), # image scales (official scripts: 1.0)
-                   flip:bool=True, # add the flipped pass of every scale (official VOC12MS)
-                   layer_index:int=3, attention_type:str|None=None, # None: 'fused' for V2, 'attention' for V1
-                   patch_refine:bool=True, symmetric:bool=False,
-                   device=None,
-                   return_scores:bool=False, # also return the class-token scores (sigmoid) of the scale-1 pass
-                  ):
-    "Seeds K×H×W float32 in [0, 1] of `keys` (MCTformer's generation: passes summed, min-max per class)."
-    model.eval()
-    dev = next(model.parameters()).device if device is None else default_device(device)
-    keys = np.asarray(keys, np.int64).reshape(-1)
-    if len(keys) and (keys.min() < 0 or keys.max() >= model.num_classes): raise BadInputError(f"keys {keys.tolist()} outside [0, {model.num_classes})")
-    if attention_type is None: attention_type = 'fused' if model.version == 2 else 'attention'
-    H, W = image.shape[:2]
-    lab = torch.zeros(model.num_classes, device=dev); lab[torch.as_tensor(keys, device=dev)] = 1
-    total, scores = torch.zeros(model.num_classes, H, W, device=dev), None
-    for s in scales:
-        im = image if s == 1 else np.asarray(Image.fromarray(image).resize((int(round(W * s)), int(round(H * s))), Image.BICUBIC))
-        x = to_input(im)[None]
-        if flip: x = torch.cat([x, x.flip(-1)])
-        maps, out = class_maps(model, x.to(dev), layer_index, attention_type, patch_refine, symmetric, return_all=True)
-        up = F.interpolate(maps, size=(H, W), mode='bilinear', align_corners=False) * lab[:, None, None]
-        total += up[0] + (up[1].flip(-1) if flip else 0)
-        if scores is None: scores = torch.sigmoid(out['cls_logits'][0]).cpu().numpy()
-    cams = minmax_per_class(total[torch.as_tensor(keys, device=dev)]) if len(keys) else np.zeros((0, H, W), np.float32)
-    return (cams, scores) if return_scores else cams
-
-def save_mctformer_npy(path, keys, cams):
-    "Write the official MCTformer CAM file: a dict `{class_idx: H×W}` of the present classes (atomic)."
-    save_npy(path, {int(k): np.asarray(c, np.float32) for k, c in zip(np.asarray(keys).tolist(), cams)})
-
-# %% ../../nbs/13_mctformer.ipynb #7719a1c7
 @register_cam_source('mctformer')
 class MCTformerCAMSource(CAMSource):
-    "MCTformer V1/V2 seeds as a CAM source."
+    "MCTformer V1/V2 seeds (class-to-patch attention [⊙ ReLU(PatchCAM)], patch-affinity refined) as a CAM source."
+    unflip, fuse, norm = 'image', 'sum', 'minmax_mctformer'
     def __init__(self, model:MCTformerV1|None=None, # a built model, or build one from the arguments below
                  version:int=2, backbone:str='deit_small_patch16_224', num_classes:int=20,
                  checkpoint=None, # trained MCTformer (or DeiT) checkpoint
-                 scales=(1.0,), flip:bool=True, layer_index:int=3, attention_type:str|None=None,
-                 patch_refine:bool=True, symmetric:bool=False, device=None, **model_kwargs):
+                 scales=(1.0,), flip:bool=True, # generation scales, each with its flip (official: (1.0,), flip)
+                 layer_index:int=3, # K: class-to-patch attention of the last K blocks
+                 attention_type:str|None=None, # None: 'fused' for V2, 'attention' for V1 (see `class_maps`)
+                 patch_refine:bool=True, symmetric:bool=False, # patch-affinity refinement, with S + Sᵀ (seed report 003)
+                 device=None, **model_kwargs):
         if model is None: model = create_mctformer(version, backbone, num_classes, checkpoint=checkpoint, **model_kwargs)
         self.device = default_device(device)
         self.model = model.to(self.device).eval()
-        self.opts = dict(scales=tuple(scales), flip=flip, layer_index=layer_index, attention_type=attention_type,
-                         patch_refine=patch_refine, symmetric=symmetric)
-        self.last = {}
+        self.n_classes, self.scales, self.flip = model.num_classes, tuple(scales), flip
+        if attention_type is None: attention_type = 'fused' if getattr(model, 'version', 1) == 2 else 'attention'
+        self.opts = dict(layer_index=layer_index, attention_type=attention_type, patch_refine=patch_refine, symmetric=symmetric)
 
-    def cams(self, image, keys, image_id=None)->np.ndarray:
-        cams, scores = mctformer_cams(self.model, image, keys, return_scores=True, **self.opts)
-        self.last = dict(image_id=image_id, scores=scores)
-        return cams
+    def raw_maps(self, x:torch.Tensor, keys:np.ndarray)->dict:
+        "The class maps of `keys` on the patch grid, and the class-token scores of the first image."
+        self.model.eval()
+        maps, out = class_maps(self.model, x, return_all=True, **self.opts)
+        return dict(cams=maps[:, torch.as_tensor(keys, device=maps.device)], scores=torch.sigmoid(out['cls_logits'][0]).cpu().numpy())
 
-# %% ../../nbs/13_mctformer.ipynb #cb4e5208
-def generate_seeds(model:MCTformerV1, dataset, # a `wsss_lib.data.SegDataset`-like object (.ids, .image(id), .keys(id))
-                   out_dir, # CAM files go here
-                   ids=None, # subset of ids (default: all)
-                   format:str='wsss', # 'wsss' (save_cam_file) or 'mctformer' (official dict)
-                   crf_dirs:dict|None=None, # {alpha: folder} for PSA's low/high-α CRF score dicts
-                   desc:str='MCTformer seeds', **cam_options)->list[str]:
-    "Write seeds (and CRF score maps) for every image that does not have them yet; returns the ids written."
-    from wsss_lib.crf import crf_scores
-    if format not in ('wsss', 'mctformer'): raise BadInputError(f"unknown format {format!r}: use 'wsss' or 'mctformer'")
-    out_dir = Path(out_dir); out_dir.mkdir(parents=True, exist_ok=True)
-    crf_dirs = {a: Path(d) for a, d in (crf_dirs or {}).items()}
-    done = []
-    for i in progress(list(dataset.ids if ids is None else ids), desc=desc):
-        todo_crf = {a: d for a, d in crf_dirs.items() if not (d / f'{i}.npy').exists()}
-        if (out_dir / f'{i}.npy').exists() and not todo_crf: continue
-        image, keys = dataset.image(i), np.asarray(dataset.keys(i), np.int64)
-        cams = mctformer_cams(model, image, keys, **cam_options)
-        for a, d in todo_crf.items(): save_npy(d / f'{i}.npy', crf_scores(image, cams, keys, alpha=a))
-        if format == 'wsss': save_cam_file(out_dir / f'{i}.npy', keys, cams)
-        else: save_mctformer_npy(out_dir / f'{i}.npy', keys, cams)
-        done.append(i)
-    return done
+    @torch.no_grad()
+    def attention(self, image:np.ndarray)->dict:
+        "Every block's per-head patch-to-patch attention (class tokens dropped), float16 [L, heads, n, n], and the grid."
+        self.model.eval()
+        C = self.model.num_classes
+        _, grid, attns = self.model.tokens(self.input(check_image(image)), return_attn=True)
+        return dict(attn=torch.stack([a[0, :, C:, C:] for a in attns]).to(torch.float16).cpu(), grid=grid)
