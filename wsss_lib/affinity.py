@@ -10,7 +10,9 @@ import cv2
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from .core import BadInputError, load_torch
+from fastcore.basics import patch
+from .core import BadInputError, load_torch, check_image
+from .data import IMAGENET_MEAN, IMAGENET_STD
 from .cam import minmax_norm
 
 # %% auto #0
@@ -343,6 +345,30 @@ def rw_label(cams:np.ndarray|torch.Tensor, # (K, H, W) seeds of the present clas
     return lut[up.argmax(0).cpu().numpy()]
 
 # %% ../nbs/06_affinity.ipynb #cb4e5208
+@patch
+@torch.no_grad()
+def image_affinity(self:AffinityNet, image:np.ndarray, # H×W×3 uint8 RGB
+                   mean=IMAGENET_MEAN, std=IMAGENET_STD, # input normalisation
+                  )->tuple[torch.Tensor, tuple]: # ((n_offsets, n) affinities on the CPU, (h, w) feature grid)
+    "Affinities of PSA's pairs on the feature map of the image padded to a multiple of the stride (one pass)."
+    image = check_image(image); H, W = image.shape[:2]; s = int(self.stride)
+    x = (torch.from_numpy(image).permute(2, 0, 1).float() / 255 - torch.tensor(mean).view(3, 1, 1)) / torch.tensor(std).view(3, 1, 1)
+    x = F.pad(x, (0, -W % s, 0, -H % s))[None].to(next(self.parameters()).device)
+    was = self.training; self.eval()
+    try: f = self(x)
+    finally: self.train(was)
+    return affinity_from_features(f, self.radius)[0].float().cpu(), tuple(f.shape[-2:])
+
+@patch
+def pseudo_mask(self:AffinityNet, image:np.ndarray, # H×W×3 uint8 RGB
+                cams, keys, # (K, H, W) seeds of the present classes and their class indices
+                **walk, # beta, logt, bg, alpha, bg_thr (see `rw_label`)
+               )->np.ndarray: # H×W uint8: 0 bg, key+1
+    "A pseudo mask by the random walk on this network's affinities (PSA's `infer_aff.py`)."
+    aff, _ = self.image_affinity(image)
+    return rw_label(cams, keys, aff, stride=int(self.stride), radius=self.radius, **walk)
+
+# %% ../nbs/06_affinity.ipynb #972a67c4
 def head_mean_sum(attns:list|torch.Tensor, # per-layer attention (B, heads, N, N), list or stacked (L, B, heads, N, N)
                   layers:int|None=None, # use the last `layers` layers (None: all)
                  )->torch.Tensor:
@@ -363,7 +389,7 @@ def affinity_refine(maps:torch.Tensor, # (..., C, P) or (..., C, h, w) class map
     if flat.shape[-1] != P: raise BadInputError(f"maps with {flat.shape[-1]} positions cannot be refined by a {P}×{P} affinity")
     return (flat @ aff.transpose(-1, -2)).reshape(shape)
 
-# %% ../nbs/06_affinity.ipynb #972a67c4
+# %% ../nbs/06_affinity.ipynb #5b384ce3
 CAA_DEFAULTS = dict(tau=0.4, n_layers=8, n_squarings=1, border_quirk=True)   # CLIP-ES on VOC (COCO: tau 0.7)
 
 def attention_affinity(attn_maps, # list of per-block [1,N,N] (or [N,N]) head-averaged attention, in block order

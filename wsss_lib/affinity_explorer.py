@@ -14,10 +14,9 @@ from matplotlib.figure import Figure
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from fastcore.basics import patch
 from .core import BadInputError
-from .data import SegDataset, IMAGENET_MEAN, IMAGENET_STD
+from .data import SegDataset
 from .cam import as_cam_source
-from .affinity import (CAA_DEFAULTS, sinkhorn_normalize, box_mask, caa_refine, affinity_from_features,
-                               dense_affinity_matrix, random_walk, rw_seeds)
+from .affinity import CAA_DEFAULTS, sinkhorn_normalize, box_mask, caa_refine, dense_affinity_matrix, random_walk, rw_seeds
 from .dashboards import LRUCache, Panel, Guard, _Dashboard, overlay, heatmap, _up, _norm01, _mark
 
 # %% auto #0
@@ -68,7 +67,6 @@ class AffinityExplorer(_Dashboard):
         return self._widget
 
 
-    # ---- heavy step -----------------------------------------------------------------------------------------------
 
 # %% ../nbs/23_affinity_explorer.ipynb #902ba3cd
 @patch
@@ -130,23 +128,10 @@ def _load(self:AffinityExplorer):
     self._draw(rows=True, cams=True)
 
 @patch
-@torch.no_grad()
 def _psa_affinity(self:AffinityExplorer, image:np.ndarray)->dict:
     "PSA affinities of the image padded to a multiple of the network's stride (as PSA's infer_aff.py)."
-    net = self.psa
-    s = int(net.stride)
-    H, W = image.shape[:2]
-    dev = next(net.parameters()).device
-    x = torch.from_numpy(image).permute(2, 0, 1).float().div(255)
-    mean, std = torch.tensor(IMAGENET_MEAN).view(3, 1, 1), torch.tensor(IMAGENET_STD).view(3, 1, 1)
-    x = F.pad(((x - mean) / std)[None], (0, -W % s, 0, -H % s)).to(dev)
-    was = net.training; net.eval()
-    try: f = net(x)
-    finally: net.train(was)
-    aff = affinity_from_features(f, net.radius)[0].float().cpu()
-    return dict(psa_aff=aff, psa_grid=tuple(f.shape[-2:]), psa_stride=s)
-
-# ---- affinities for the current settings ----------------------------------------------------------------------
+    aff, grid = self.psa.image_affinity(image)
+    return dict(psa_aff=aff, psa_grid=grid, psa_stride=int(self.psa.stride))
 
 # %% ../nbs/23_affinity_explorer.ipynb #17ba0791
 @patch

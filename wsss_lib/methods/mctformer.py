@@ -14,12 +14,12 @@ from PIL import Image
 from timm.models.vision_transformer import VisionTransformer
 from timm.layers import trunc_normal_
 from ..core import BadInputError, MissingFileError, load_torch, default_device, check_image
-from ..affinity import head_mean_sum, affinity_refine
+from ..affinity import head_mean_sum, affinity_refine, AffinityNet
 from ..cam import CAMSource, register_cam_source
 
 # %% auto #0
 __all__ = ['block_forward', 'MCTformerV1', 'MCTformerV2', 'UNetBranch', 'mctformer_loss', 'per_image_ap', 'vit_config',
-           'load_deit_weights', 'create_mctformer', 'class_maps', 'MCTformerCAMSource']
+           'load_deit_weights', 'create_mctformer', 'class_maps', 'MCTformerCAMSource', 'mctformer_from_run']
 
 # %% ../../nbs/13_mctformer.ipynb #ac3478d6
 def block_forward(blk:nn.Module, # a timm ViT `Block`
@@ -321,3 +321,28 @@ class MCTformerCAMSource(CAMSource):
         C = self.model.num_classes
         _, grid, attns = self.model.tokens(self.input(check_image(image)), return_attn=True)
         return dict(attn=torch.stack([a[0, :, C:, C:] for a in attns]).to(torch.float16).cpu(), grid=grid)
+
+# %% ../../nbs/13_mctformer.ipynb #887309d0
+_SMOKE_ARCH = dict(img_size=64, arch=dict(embed_dim=48, depth=4, num_heads=3), aff_backbone='test_resnet')  # mctformer.ipynb's smoke settings
+
+def mctformer_from_run(run_dir, # a `wsss run mctformer` folder with params.yaml and checkpoints/mctformer.pt
+                       affinitynet:bool=False, # also its AffinityNet (checkpoints/affinitynet.pt)
+                       device=None,
+                      ):
+    "The trained MCTformer of a pipeline run (and, with `affinitynet`, `(model, AffinityNet)`), loaded strictly."
+    import yaml
+    run_dir = Path(run_dir)
+    for f in ('params.yaml', 'checkpoints/mctformer.pt') + (('checkpoints/affinitynet.pt',) if affinitynet else ()):
+        if not (run_dir/f).exists(): raise MissingFileError(f"{run_dir/f}: not found; is {run_dir} a trained `wsss run mctformer` folder?")
+    p = (yaml.safe_load((run_dir/'params.yaml').read_text()) or {}).get('params', {})
+    if p.get('smoke'): p = dict(p, **_SMOKE_ARCH)
+    sd = load_torch(run_dir/'checkpoints'/'mctformer.pt')['model']
+    unet = dict(unet=True, unet_width=p['unet_width'], unet_depth=p['unet_depth']) if p.get('unet') else {}
+    model = create_mctformer(p['version'], p['backbone'], num_classes=sd['cls_token'].shape[1], img_size=p['img_size'], **unet, **p['arch'])
+    try: model.load_state_dict(sd, strict=True)
+    except RuntimeError as e: raise BadInputError(f"{run_dir}/checkpoints/mctformer.pt does not fit the run's model ({str(e).splitlines()[0]})") from e
+    model = model.to(default_device(device)).eval()
+    if not affinitynet: return model
+    net = AffinityNet(p['aff_backbone'], out_indices=(2, 3, 4), pretrained=False)
+    net.load_state_dict(load_torch(run_dir/'checkpoints'/'affinitynet.pt')['model'], strict=True)
+    return model, net.to(default_device(device)).eval()
