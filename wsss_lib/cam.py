@@ -343,7 +343,8 @@ def resize(self:CAMSource, m:torch.Tensor, # B×K×h×w maps
            size:tuple, # (H, W)
           )->torch.Tensor:
     "Bilinear resize (`align_corners=False`) as the source's official code does it: torch, or cv2 map by map."
-    if tuple(m.shape[-2:]) == tuple(size) or m.shape[1] == 0: return m.new_zeros(*m.shape[:2], *size) if m.shape[1] == 0 else m
+    if m.shape[1] == 0: return m.new_zeros(*m.shape[:2], *size)
+    if tuple(m.shape[-2:]) == tuple(size): return m
     if self.resize_mode == 'cv2':
         a = m.detach().cpu().float().numpy()
         return torch.from_numpy(np.stack([np.stack([cv2.resize(c, (size[1], size[0])) for c in b]) for b in a]))
