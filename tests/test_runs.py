@@ -1,7 +1,8 @@
-"""End-to-end tests of the `wsss` command (wsss_lib.runs): parameters, validation, real papermill runs of a toy
-experiment (tests/fixtures/experiments/toy.ipynb), kills with SIGKILL and SIGTERM and exact resume, failures,
-`runs` and `compare`, and the smoke preset of every real experiment in nbs/experiments/."""
-import json, os, shutil, signal, subprocess, sys, time
+"""End-to-end tests of the `wsss` command (wsss_lib.cli over wsss_lib.execute, .runs, .experiments): parameters,
+validation, real papermill runs of a toy experiment (tests/fixtures/experiments/toy.ipynb), kills with SIGKILL and
+SIGTERM and exact resume, failures, `runs` and `compare`, and the smoke preset of every real experiment in
+nbs/experiments/."""
+import configparser, importlib, json, os, shutil, signal, subprocess, sys, time
 from pathlib import Path
 import numpy as np
 import pytest
@@ -11,7 +12,9 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT/'tests'/'fixtures'/'experiments'
 REAL_EXPERIMENTS = ROOT/'nbs'/'experiments'
-WSSS = Path(sys.executable).parent/'wsss'
+# the `wsss` command as the console script runs it (`wsss = wsss_lib.cli:main`, see test_console_script), from this
+# Python, so that the package under test is the one on sys.path
+WSSS = [sys.executable, '-m', 'wsss_lib.cli']
 # the killed runs and the uninterrupted one share every value that changes results; the delays only slow them down
 SLOW = ['-p', 'epoch_delay', '0.6', '-p', 'item_delay', '0.6']
 
@@ -23,14 +26,13 @@ def env_for(runs, experiments=FIXTURES, **extra):
 
 
 def wsss(*args, runs, experiments=FIXTURES, timeout=240, cwd='/'):
-    "Run the real console script (from an unrelated working directory) and return the completed process."
-    return subprocess.run([str(WSSS), *args], env=env_for(runs, experiments), capture_output=True, text=True,
+    "Run the `wsss` command (from an unrelated working directory) and return the completed process."
+    return subprocess.run([*WSSS, *args], env=env_for(runs, experiments), capture_output=True, text=True,
                           timeout=timeout, cwd=cwd)
 
 
-def start(*args, runs):
-    return subprocess.Popen([str(WSSS), *args], env=env_for(runs), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, cwd='/')
+def start(*args, runs, stdout=subprocess.PIPE):
+    return subprocess.Popen([*WSSS, *args], env=env_for(runs), stdout=stdout, stderr=subprocess.STDOUT, text=True, cwd='/')
 
 
 def wait_for(cond, timeout=120, what=''):
@@ -232,6 +234,15 @@ def test_runs_and_compare(baseline, runs):
     assert any(l.split()[:3] == ['epochs', '4', '9'] for l in differ) and not any(l.startswith('lr') for l in differ)
     r = wsss('compare', 'toy/base', 'toy/none', runs=runs)
     assert r.returncode == 2 and "no run 'toy/none'" in r.stderr
+
+
+def test_console_script():
+    "settings.ini's `wsss` console script is wsss_lib.cli:main (what the tests run as `python -m wsss_lib.cli`)."
+    cfg = configparser.ConfigParser()
+    cfg.read(ROOT/'settings.ini')
+    scripts = dict(l.strip().split('=', 1) for l in cfg['DEFAULT']['console_scripts'].split('\n') if l.strip())
+    mod, fn = scripts['wsss'].split(':')
+    assert getattr(importlib.import_module(mod), fn) is importlib.import_module('wsss_lib.cli').main
 
 
 def _real_experiments():

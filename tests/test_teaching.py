@@ -7,7 +7,7 @@ import torch
 import wsss_lib
 from wsss_lib.tiny import (WEIGHTS_DIR, TINY_CLIP, TINY_TAG, TEACHING_WORLD, weights_record, weights_file, list_weights,
                            register_shipped_clip, load_tiny_clip, load_timm_weights, sha256_file)
-from wsss_lib.runs import notebook_parameters
+from wsss_lib.experiments import notebook_parameters
 
 REPO = Path(wsss_lib.__file__).resolve().parents[1]
 EXP = REPO/'nbs'/'experiments'
