@@ -1,7 +1,7 @@
 """End-to-end tests of the `wsss` command (wsss_lib.cli over wsss_lib.execute, .runs, .experiments): parameters,
 validation, real papermill runs of a toy experiment (tests/fixtures/experiments/toy.ipynb), kills with SIGKILL and
-SIGTERM and exact resume, failures, `runs` and `compare`, and the smoke preset of every real experiment in
-nbs/experiments/."""
+SIGTERM and exact resume, damaged records, failures, `runs` and `compare`, and the smoke preset of every real
+experiment in nbs/experiments/."""
 import configparser, importlib, json, os, shutil, signal, subprocess, sys, time
 from pathlib import Path
 import numpy as np
@@ -243,6 +243,36 @@ def test_console_script():
     scripts = dict(l.strip().split('=', 1) for l in cfg['DEFAULT']['console_scripts'].split('\n') if l.strip())
     mod, fn = scripts['wsss'].split(':')
     assert getattr(importlib.import_module(mod), fn) is importlib.import_module('wsss_lib.cli').main
+
+
+@pytest.fixture(scope='module')
+def failed_run(runs):
+    "A run that failed quickly: its copies get damaged records."
+    r = wsss('run', 'toy', '--run-id', 'to-damage', '-p', 'fail', 'True', '-p', 'epochs', '1', '-p', 'n_items', '1', runs=runs)
+    assert r.returncode == 1, r.stdout + r.stderr
+    return runs/'toy'/'to-damage'
+
+
+@pytest.mark.parametrize('name,text,why', [
+    ('params.yaml', 'experiment: toy\nparams: {epochs: 1, n_items: [1\n', "the run's parameter record cannot be read"),
+    ('params.yaml', '- toy\n- 1\n', "the run's parameter record cannot be read"),
+    ('params.yaml', None, 'params.yaml: missing'),
+    ('status.json', '{"status": "failed", "attem', "the run's status record cannot be read"),
+    ('status.json', '{"status": "unknown"}', "not a run status record (status 'unknown'"),
+])
+def test_damaged_record_stops_the_run_untouched(failed_run, tmp_path, name, text, why):
+    "A params.yaml or status.json that cannot be read stops `wsss run` (exit 2) before it changes any file."
+    runs = tmp_path/'runs'
+    d = runs/'toy'/'to-damage'
+    shutil.copytree(failed_run, d)
+    if text is None: (d/name).unlink()
+    else: (d/name).write_text(text)
+    files = lambda: {str(p.relative_to(d)): p.read_bytes() for p in d.rglob('*') if p.is_file()}
+    before = files()
+    r = wsss('run', 'toy', '--run-id', 'to-damage', runs=runs)
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert str(d/name) in r.stderr and why in r.stderr and 'Traceback' not in r.stderr, r.stderr
+    assert files() == before
 
 
 def _real_experiments():

@@ -253,9 +253,12 @@ def _resume_params(exp:Experiment, record:dict, params, files, preset, device, n
 def _plan_run(exp:Experiment, run_dir:Path, params=(), files=(), preset:str|None=None, device:str|None=None,
               force:bool=False)->_Plan:
     "Decide from the options and run_dir's records what to run, touching nothing; BadInputError when that is not safe."
-    st, record = read_status(run_dir), read_params_record(run_dir)
+    st, record = read_status(run_dir, strict=True), read_params_record(run_dir, strict=True)
     name = f"{exp.name}/{run_dir.name}"
     if not (st or record): return _Plan(*resolve_params(exp, params, files, preset, device), preset=preset)
+    if st and not record:
+        raise BadInputError(f"{run_dir/PARAMS_FILE}: missing, so run {name} cannot be resumed with the parameters it "
+                            "started with; choose a new --run-id")
     if st.get('status') == 'running':
         raise BadInputError(f"run {name} is running now (process {st.get('pid')}" +
                            ('' if st.get('host') in (None, socket.gethostname()) else f" on {st.get('host')}") +

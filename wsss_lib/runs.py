@@ -13,7 +13,7 @@ from .core import (WsssError, BadInputError, atomic_write, save_json, save_torch
 from .experiments import runs_dir, repo_root  # repo_root: experiment notebooks import it from here
 
 # %% auto #0
-__all__ = ['ARTEFACT_DIRS', 'STATUS_FILE', 'PARAMS_FILE', 'METRICS_FILE', 'NOTEBOOK_FILE', 'LOG_FILE', 'run_folder',
+__all__ = ['ARTEFACT_DIRS', 'STATUS_FILE', 'PARAMS_FILE', 'METRICS_FILE', 'NOTEBOOK_FILE', 'LOG_FILE', 'STATUSES', 'run_folder',
            'Checkpointer', 'unfinished_ids', 'clean_temp_files', 'prepare_run_dir', 'read_status', 'update_status',
            'read_params_record', 'write_params_record', 'read_metrics', 'headline_metrics']
 
@@ -144,6 +144,8 @@ def prepare_run_dir(run_dir:str|Path|None, # the `run_dir` parameter (None in an
     return d
 
 # %% ../nbs/31_runs.ipynb #fa35e192
+STATUSES = ('running', 'finished', 'failed', 'interrupted')
+
 def _proc_start(pid:int)->str|None:
     "The start time of process `pid` (Linux /proc), to tell a recycled pid apart."
     try: return Path(f'/proc/{pid}/stat').read_text().rsplit(')', 1)[1].split()[19]
@@ -162,31 +164,54 @@ def _alive(pid:int|None, start:str|None=None)->bool:
 
 def _now()->str: return datetime.datetime.now().astimezone().isoformat(timespec='seconds')
 
-def read_status(run_dir:str|Path)->dict:
-    "The run's status record; a `running` run whose process died reads as `interrupted`."
+def _load_status(p:Path)->dict:
+    "status.json as written by `update_status`, or BadInputError saying what is wrong with it."
+    try: st = json.loads(p.read_text())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise BadInputError(f"{p}: the run's status record cannot be read ({e})") from None
+    if not isinstance(st, dict) or st.get('status', 'running') not in STATUSES:
+        what = f"status {st.get('status')!r}" if isinstance(st, dict) else f"a {type(st).__name__}"
+        raise BadInputError(f"{p}: not a run status record ({what}; expected a mapping whose status is one of "
+                            f"{', '.join(STATUSES)})")
+    return st
+
+def read_status(run_dir:str|Path, # the run folder
+                strict:bool=False, # raise BadInputError when status.json cannot be read (else: status 'unknown')
+               )->dict:
+    "The run's status record ({} when none); a `running` run whose process died reads as `interrupted`."
     p = Path(run_dir)/STATUS_FILE
     if not p.exists(): return {}
-    try: st = json.loads(p.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e: return {'status': 'unknown', 'error': {'message': f'{p}: unreadable ({e})'}}
+    try: st = _load_status(p)
+    except BadInputError as e:
+        if strict: raise
+        return {'status': 'unknown', 'error': {'message': str(e)}}
     if st.get('status') == 'running' and st.get('host') == socket.gethostname() and not _alive(st.get('pid'), st.get('pid_start')):
         st['status'] = 'interrupted'
         st.setdefault('error', {'message': f"the wsss process (pid {st.get('pid')}) ended without finishing the run"})
     return st
 
 def update_status(run_dir:str|Path, **kw)->dict:
-    "Merge `kw` into status.json (atomically)."
+    "Merge `kw` into status.json (atomically); BadInputError when the record there cannot be read."
     p = Path(run_dir)/STATUS_FILE
-    st = json.loads(p.read_text()) if p.exists() else {}
+    st = _load_status(p) if p.exists() else {}
     st.update(kw); st['updated'] = _now()
     save_json(p, st)
     return st
 
-def read_params_record(run_dir:str|Path)->dict:
-    "The run's params.yaml: experiment, preset, params, ... ({} when there is none or it cannot be read)."
+def read_params_record(run_dir:str|Path, # the run folder
+                       strict:bool=False, # raise BadInputError when params.yaml cannot be read (else: {})
+                      )->dict:
+    "The run's params.yaml: experiment, preset, params, ... ({} when there is none)."
     p = Path(run_dir)/PARAMS_FILE
     if not p.exists(): return {}
-    try: return yaml.safe_load(p.read_text()) or {}
-    except yaml.YAMLError: return {}
+    try:
+        rec = yaml.safe_load(p.read_text())
+        if not isinstance(rec, dict) or not isinstance(rec.get('params', {}), dict):
+            raise ValueError("expected a mapping with experiment, preset and a params mapping")
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, ValueError) as e:
+        if not strict: return {}
+        raise BadInputError(f"{p}: the run's parameter record cannot be read ({e})") from None
+    return rec
 
 def write_params_record(run_dir:str|Path, rec:dict)->Path:
     "Write params.yaml atomically."
