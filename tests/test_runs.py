@@ -1,7 +1,7 @@
 """End-to-end tests of the `wsss` command (wsss_lib.cli over wsss_lib.execute, .runs, .experiments): parameters,
 validation, real papermill runs of a toy experiment (tests/fixtures/experiments/toy.ipynb), kills with SIGKILL and
-SIGTERM and exact resume, damaged records, failures, `runs` and `compare`, and the smoke preset of every real
-experiment in nbs/experiments/."""
+SIGTERM and exact resume, concurrent runs of one run id, damaged records, failures, `runs` and `compare`, and
+the smoke preset of every real experiment in nbs/experiments/."""
 import configparser, importlib, json, os, shutil, signal, subprocess, sys, time
 from pathlib import Path
 import numpy as np
@@ -243,6 +243,39 @@ def test_console_script():
     scripts = dict(l.strip().split('=', 1) for l in cfg['DEFAULT']['console_scripts'].split('\n') if l.strip())
     mod, fn = scripts['wsss'].split(':')
     assert getattr(importlib.import_module(mod), fn) is importlib.import_module('wsss_lib.cli').main
+
+
+# each process imports everything, says it is ready, then waits for the start line: they call main at one instant
+RACE = """import sys, time
+from pathlib import Path
+from wsss_lib.cli import main
+Path(sys.argv[1]).touch()
+while not Path(sys.argv[2]).exists(): time.sleep(0.001)
+sys.exit(main(sys.argv[3:]))"""
+
+
+def test_simultaneous_runs_of_one_run_id(tmp_path):
+    "Three `wsss run` of one run id started at the same instant: one executes, the others are refused naming it."
+    runs, go = tmp_path/'runs', tmp_path/'go'
+    ps = [subprocess.Popen([sys.executable, '-c', RACE, str(tmp_path/f'ready{i}'), str(go), 'run', 'toy', '--run-id', 'same',
+                            '--no-progress'], env=env_for(runs), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                           cwd='/') for i in range(3)]
+    wait_for(lambda: all((tmp_path/f'ready{i}').exists() for i in range(3)), what='three wsss processes ready')
+    go.touch()
+    outs = [p.communicate(timeout=240)[0] for p in ps]
+    ran = [i for i, o in enumerate(outs) if 'running toy as run same' in o]
+    assert len(ran) == 1, outs
+    w = ps[ran[0]]
+    assert w.returncode == 0, outs[ran[0]]
+    for p, o in zip(ps, outs):  # refused while it runs (or, arriving after it ended, nothing to do)
+        if p is not w:
+            assert (p.returncode == 2 and f'(process {w.pid})' in o) or (p.returncode == 0 and 'already finished' in o), o
+            assert 'Traceback' not in o, o
+    d = runs/'toy'/'same'
+    log = (d/'log.txt').read_text()
+    assert log.count('=== attempt 1 of toy/same') == 1 and '=== attempt 2' not in log, log
+    st = status(d)
+    assert st['status'] == 'finished' and len(st['attempts']) == 1 and st['pid'] == w.pid and not tmp_files(d)
 
 
 @pytest.fixture(scope='module')

@@ -10,9 +10,9 @@ from pathlib import Path
 import wsss_lib
 from .core import WsssError, BadInputError, atomic_write, default_device
 from .experiments import Experiment, load_experiment, resolve_params, coerce, runs_dir
-from .runs import (ARTEFACT_DIRS, PARAMS_FILE, METRICS_FILE, NOTEBOOK_FILE, LOG_FILE, run_folder, read_status,
-                           update_status, read_params_record, write_params_record, read_metrics, headline_metrics,
-                           clean_temp_files, _check_writable, _alive, _proc_start, _now, _fmt)
+from .runs import (ARTEFACT_DIRS, PARAMS_FILE, METRICS_FILE, NOTEBOOK_FILE, LOG_FILE, RunBusyError, run_folder,
+                           run_lock, read_status, update_status, read_params_record, write_params_record, read_metrics,
+                           headline_metrics, clean_temp_files, _alive, _proc_start, _now, _fmt)
 
 # %% auto #0
 __all__ = ['RunInterrupted', 'run_experiment']
@@ -260,7 +260,7 @@ def _plan_run(exp:Experiment, run_dir:Path, params=(), files=(), preset:str|None
         raise BadInputError(f"{run_dir/PARAMS_FILE}: missing, so run {name} cannot be resumed with the parameters it "
                             "started with; choose a new --run-id")
     if st.get('status') == 'running':
-        raise BadInputError(f"run {name} is running now (process {st.get('pid')}" +
+        raise RunBusyError(f"run {name} is running now (process {st.get('pid')}" +
                            ('' if st.get('host') in (None, socket.gethostname()) else f" on {st.get('host')}") +
                            "); wait for it or stop it first")
     values, sources, preset = _resume_params(exp, record, params, files, preset, device, name)
@@ -371,10 +371,12 @@ def run_experiment(experiment:str, # experiment name (`demo` = DEFAULT_EXPERIMEN
     run_dir = run_folder(runs_dir(runs_root), exp.name, run_id)
     plan = _plan_run(exp, run_dir, params, files, preset, device, force)  # bad input is refused before anything is created
     if plan.skip: return _skipped(exp, run_dir, plan, say)
-    _check_writable(run_dir)
-    attempt = _start_attempt(exp, run_dir, plan, device, say)
-    status, err, seconds = _execute(exp, run_dir, plan, attempt, _Control(), device, verbose, progress_bar, execution_timeout)
-    return _finish(exp, run_dir, plan, attempt, status, err, seconds, say)
+    with run_lock(run_dir):
+        plan = _plan_run(exp, run_dir, params, files, preset, device, force)  # the look that counts: nobody else writes now
+        if plan.skip: return _skipped(exp, run_dir, plan, say)
+        attempt = _start_attempt(exp, run_dir, plan, device, say)
+        status, err, seconds = _execute(exp, run_dir, plan, attempt, _Control(), device, verbose, progress_bar, execution_timeout)
+        return _finish(exp, run_dir, plan, attempt, status, err, seconds, say)
 
 def _skipped(exp:Experiment, run_dir:Path, plan:_Plan, say)->dict:
     say(f"run {exp.name}/{run_dir.name} already finished ({plan.status.get('ended')}); nothing to do (--force executes it again).")
