@@ -1,7 +1,7 @@
 """End-to-end tests of the `wsss` command (wsss_lib.cli over wsss_lib.execute, .runs, .experiments): parameters,
 validation, real papermill runs of a toy experiment (tests/fixtures/experiments/toy.ipynb), kills with SIGKILL and
-SIGTERM and exact resume, concurrent runs of one run id, damaged records, failures, `runs` and `compare`, and
-the smoke preset of every real experiment in nbs/experiments/."""
+SIGTERM and exact resume, time limits, concurrent runs of one run id, damaged records, failures, `runs` and
+`compare`, and the smoke preset of every real experiment in nbs/experiments/."""
 import configparser, importlib, json, os, shutil, signal, subprocess, sys, time
 from pathlib import Path
 import numpy as np
@@ -276,6 +276,36 @@ def test_simultaneous_runs_of_one_run_id(tmp_path):
     assert log.count('=== attempt 1 of toy/same') == 1 and '=== attempt 2' not in log, log
     st = status(d)
     assert st['status'] == 'finished' and len(st['attempts']) == 1 and st['pid'] == w.pid and not tmp_files(d)
+
+
+def test_time_limit_stops_a_hung_cell_and_the_run_resumes(baseline, runs, tmp_path):
+    "`--timeout` stops a cell that would wait for ever: status 'timed out', exit 124, no kernel left; the rerun resumes."
+    d, hang = runs/'toy'/'hung', tmp_path/'hang'
+    hang.write_text('')  # the cell waits while this file exists: only the time limit can end it
+    out = tmp_path/'out.txt'
+    with open(out, 'w') as f:
+        p = start('run', 'toy', '--run-id', 'hung', '--timeout', '20', '-p', 'hang_file', str(hang), runs=runs, stdout=f)
+    try:
+        wait_for(lambda: (d/'log.txt').exists() and 'waiting while' in (d/'log.txt').read_text(), what='the hung cell')
+        kpid = status(d)['kernel_pid']
+        rc = p.wait(120)
+    finally: p.kill()
+    text = out.read_text()
+    assert rc == 124, text
+    st = status(d)
+    assert st['status'] == 'timed out' and st['error']['timeout'] == 20, st
+    src = json.loads((FIXTURES/'toy.ipynb').read_text())['cells'][st['error']['cell_index']]
+    assert ''.join(src['source']).startswith('if hang_file')
+    for frag in ('timed out toy/hung', 'did not finish within the time limit (20 s per cell)', 'if hang_file',
+                 'resume with: wsss run toy --run-id hung'):
+        assert frag in text, (frag, text)
+    with pytest.raises(ProcessLookupError):  # the kernel is gone
+        os.kill(kpid, 0)
+    hang.unlink()
+    r = wsss('run', 'toy', '--run-id', 'hung', runs=runs)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert 'resumed after epoch 3' in (d/'log.txt').read_text() and metrics(d) == metrics(baseline[0])
+    assert [a['status'] for a in status(d)['attempts']] == ['timed out', 'finished']
 
 
 @pytest.fixture(scope='module')

@@ -82,7 +82,7 @@ def _parser()->argparse.ArgumentParser:
     r.add_argument('--device', help='cpu, cuda, cuda:N or mps (default: cuda when present)')
     r.add_argument('--force', action='store_true', help='execute a finished run again')
     r.add_argument('--runs-dir', help='where runs go (default: $WSSS_RUNS or <repo>/runs)')
-    r.add_argument('--timeout', type=int, default=None, help='seconds allowed per cell (default: no limit)')
+    r.add_argument('--timeout', type=int, default=None, help="seconds allowed per cell (default: no limit); a cell over it stops the run as 'timed out'")
     r.add_argument('-v', '--verbose', action='store_true', help="also echo the notebook's output to the terminal")
     r.add_argument('--no-progress', action='store_true', help="no per-cell progress bar")
     p = sub.add_parser('params', help="an experiment's parameters, defaults, allowed values and presets")
@@ -100,6 +100,7 @@ def exit_code(st:dict)->int:
     "The exit code of `wsss run` for a run's final status record."
     s = st.get('status')
     if s == 'finished': return 0
+    if s == 'timed out': return 124
     if s == 'interrupted': return 128 + int(getattr(signal, (st.get('error') or {}).get('signal') or 'SIGINT'))
     return 1
 

@@ -66,6 +66,7 @@ def _papermill_engine()->str:
     from papermill.engines import NBClientEngine, papermill_engines
     from papermill.clientwrap import PapermillNotebookClient
     from papermill.utils import merge_kwargs, remove_args
+    from nbclient.exceptions import CellTimeoutError
     if 'wsss' in papermill_engines._engines: return 'wsss'
 
     class _Client(PapermillNotebookClient):
@@ -81,7 +82,10 @@ def _papermill_engine()->str:
                     si = _source_index(ctl.nb_path, cell_index)
                     where = 'injected parameters' if si is None else f'cell {si}/{ctl.n_cells - 1}'
                     ctl.log.write(f"\n--- {where}: {head}\n"); ctl.log.flush()
-            return super().execute_cell(cell, cell_index, *args, **kw)
+            try: return super().execute_cell(cell, cell_index, *args, **kw)
+            except CellTimeoutError:
+                self.shutdown_kernel = 'immediate'  # the cell still runs: do not wait for the kernel to finish it
+                raise
 
         def setup_kernel(self, **kw):
             kw.setdefault('cleanup_kc', True)  # shut the kernel down at the end although wsss made its manager
@@ -123,10 +127,10 @@ from ipykernel import kernelapp
 kernelapp.launch_new_instance()'''
 
 def _kernel_manager():
-    "A kernel manager that starts this Python's ipykernel (dying with this process), whatever kernel specs are installed."
-    from jupyter_client.manager import KernelManager
+    "An asynchronous kernel manager that starts this Python's ipykernel (dying with this process), whatever kernel specs are installed."
+    from jupyter_client.manager import AsyncKernelManager
     from jupyter_client.kernelspec import KernelSpec
-    class _ThisPython(KernelManager):
+    class _ThisPython(AsyncKernelManager):
         @property
         def kernel_spec(self):
             return KernelSpec(argv=[sys.executable, '-c', _KERNEL_PRELUDE, str(os.getpid()), '-f', '{connection_file}'],
@@ -197,6 +201,10 @@ def _error_info(e, nb_path:Path)->dict:
 
 def _format_failure(err:dict, run_dir:Path, nb_path:Path)->str:
     lines = []
+    if 'timeout' in err:
+        lines.append(f"cell {err['cell_index']} of {nb_path.name} did not finish within the time limit ({err['timeout']} s per cell):")
+        lines += ['    ' + l for l in err.get('source_head', '').splitlines()]
+        return '\n'.join(lines)
     if 'exec_count' in err:
         lines.append(f"cell {err['cell_index']} of {nb_path.name} (In [{err.get('exec_count')}] in {run_dir/NOTEBOOK_FILE}) failed:")
         lines += ['    ' + l for l in err.get('source_head', '').splitlines()]
@@ -206,14 +214,20 @@ def _format_failure(err:dict, run_dir:Path, nb_path:Path)->str:
     return '\n'.join(lines)
 
 def _outcome(e:BaseException, # what ended papermill's execution
-             ctl:_Control, nb_path:Path)->tuple[str, dict]:
-    "The attempt's status (interrupted or failed) and its error record."
-    from nbclient.exceptions import DeadKernelError
+             ctl:_Control, nb_path:Path,
+             timeout:int|None, # the time limit per cell
+            )->tuple[str, dict]:
+    "The attempt's status (interrupted, timed out, failed) and its error record."
+    from nbclient.exceptions import CellTimeoutError, DeadKernelError
     ci = _source_index(nb_path, ctl.cell[0]) if ctl.cell else None
     where = f" in cell {ci} of {nb_path.name}" if ci is not None else ''
     if ctl.stop.is_set() or isinstance(e, (RunInterrupted, KeyboardInterrupt)):
         name = signal.Signals(ctl.signum).name if ctl.signum else 'SIGINT'
         return 'interrupted', dict(message=f"stopped by {name}{where}", signal=name, cell_index=ci)
+    if isinstance(e, CellTimeoutError):
+        src = [l for l in ctl.cell[1].source.splitlines() if l.strip()] if ctl.cell else []
+        return 'timed out', dict(message=f"the time limit of {timeout} s per cell ran out{where}", ename='CellTimeoutError',
+                                 cell_index=ci, timeout=timeout, source_head='\n'.join(src[:4]))
     if not isinstance(e, Exception): raise e
     err = _error_info(e, nb_path)
     if isinstance(e, DeadKernelError): err['message'] = f"the kernel died ({e}); out of memory?"
@@ -316,9 +330,9 @@ def _execute(exp:Experiment, run_dir:Path, plan:_Plan, attempt:dict, ctl:_Contro
                                 progress_bar=progress_bar, log_output=False, stdout_file=log, stderr_file=log,
                                 start_timeout=120, execution_timeout=execution_timeout)
             status = 'finished'
-        except BaseException as e: status, err = _outcome(e, ctl, exp.path)
+        except BaseException as e: status, err = _outcome(e, ctl, exp.path, execution_timeout)
         finally:
-            if status == 'interrupted': ctl.kill_kernel()
+            if status in ('interrupted', 'timed out'): ctl.kill_kernel()
             if ctl.timer is not None: ctl.timer.cancel()
             log.write(f"=== attempt {attempt['n']} {status} after {time.time()-t0:.1f}s ===\n"); log.flush()
             _CONTROL = None
@@ -342,6 +356,9 @@ def _finish(exp:Experiment, run_dir:Path, plan:_Plan, attempt:dict, status:str, 
     elif status == 'interrupted':
         say(f"interrupted {name}: {err['message']}; the outputs written so far are kept.")
         say(f"resume with: {resume}")
+    elif status == 'timed out':
+        say(f"timed out {name}:\n{_format_failure(err, run_dir, exp.path)}\nthe outputs written so far are kept.")
+        say(f"resume with: {resume} (with a longer --timeout, or none)")
     else:
         say(f"FAILED {name}:\n{_format_failure(err, run_dir, exp.path)}")
         say(f"the partially executed notebook: {run_dir/NOTEBOOK_FILE}; log: {run_dir/LOG_FILE}")
@@ -360,7 +377,7 @@ def run_experiment(experiment:str, # experiment name (`demo` = DEFAULT_EXPERIMEN
                    exp_dir:str|Path|None=None, # None = experiments_dir()
                    verbose:bool=False, # echo the notebook's output to the terminal too
                    progress_bar:bool=True, # papermill's per-cell progress bar
-                   execution_timeout:int|None=None, # seconds per cell (None: no limit)
+                   execution_timeout:int|None=None, # seconds per cell (None: no limit); a cell over it ends the run as `timed out`
                    out=None, # where messages go (default sys.stdout)
                   )->dict: # the final status record (with 'run_dir')
     "Validate, then execute an experiment notebook into runs/EXPERIMENT/RUN_ID with resume; returns its status."

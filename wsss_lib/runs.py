@@ -170,7 +170,7 @@ def run_lock(run_dir:str|Path, # the run folder (created when missing)
     finally: os.close(fd)  # releases the lock
 
 # %% ../nbs/31_runs.ipynb #91032ad7
-STATUSES = ('running', 'finished', 'failed', 'interrupted')
+STATUSES = ('running', 'finished', 'failed', 'interrupted', 'timed out')
 
 def _proc_start(pid:int)->str|None:
     "The start time of process `pid` (Linux /proc), to tell a recycled pid apart."
