@@ -308,6 +308,25 @@ def test_time_limit_stops_a_hung_cell_and_the_run_resumes(baseline, runs, tmp_pa
     assert [a['status'] for a in status(d)['attempts']] == ['timed out', 'finished']
 
 
+def test_ctrl_c_again_and_again_exits_130(runs, tmp_path):
+    "Ctrl-C pressed again and again until `wsss run` has exited: exit code 130, no traceback, the run interrupted."
+    d, out = runs/'toy'/'ctrl-c', tmp_path/'out.txt'
+    with open(out, 'w') as f: p = start('run', 'toy', '--run-id', 'ctrl-c', *SLOW, runs=runs, stdout=f)
+    wait_for(lambda: (d/'checkpoints'/'last.pt').exists(), what='the first checkpoint')
+    for n in range(1, 2401):  # through the stop, the record and Python's own exit (at most 2400 presses)
+        p.send_signal(signal.SIGINT)
+        time.sleep(0.05)
+        if p.poll() is not None: break
+    else:
+        p.kill()
+        raise AssertionError(f'wsss run did not exit after {n} SIGINTs: {out.read_text()}')
+    text = out.read_text()
+    assert n >= 2 and p.returncode == 128 + signal.SIGINT, (n, p.returncode, text)
+    assert 'Traceback' not in text and 'interrupted toy/ctrl-c' in text, text
+    st = status(d)
+    assert st['status'] == 'interrupted' and st['error']['signal'] == 'SIGINT'
+
+
 @pytest.fixture(scope='module')
 def failed_run(runs):
     "A run that failed quickly: its copies get damaged records."

@@ -131,17 +131,35 @@ def _cmd_compare(a)->int:
 
 _COMMANDS = dict(run=_cmd_run, params=_cmd_params, experiments=_cmd_experiments, runs=_cmd_runs, compare=_cmd_compare)
 
-# %% ../nbs/33_cli.ipynb #bd307a3e
+# %% ../nbs/33_cli.ipynb #fa35e192
+class _ConsoleSignals:
+    "SIGINT/SIGTERM of the `wsss` process outside a run's own handlers: the first raises KeyboardInterrupt, later ones are ignored."
+    def __init__(self): self.signum = None
+    def __call__(self, signum, frame):
+        if self.signum is not None: return
+        self.signum = signum
+        raise KeyboardInterrupt
+    def install(self):
+        for s in (signal.SIGINT, signal.SIGTERM): signal.signal(s, self)
+        return self
+    def ignore(self):
+        "Ignore both for good: Python resets its own handlers when it exits, but not an ignored signal."
+        for s in (signal.SIGINT, signal.SIGTERM): signal.signal(s, signal.SIG_IGN)
+
 def main(argv:list|None=None, # the arguments; None = sys.argv (then main exits with the code)
         )->int:
     "Entry point of the `wsss` command (`wsss_lib.cli:main`, also `python -m wsss_lib.cli`)."
     a = _parser().parse_args(argv)
+    console = _ConsoleSignals().install() if argv is None else None
     try: code = _COMMANDS[a.cmd](a)
     except WsssError as e:
         print(f"wsss: error: {e}", file=sys.stderr); code = 2
-    if argv is None: sys.exit(code)
-    return code
+    except KeyboardInterrupt:
+        code = 128 + int((console and console.signum) or signal.SIGINT)
+    if console is None: return code
+    if code > 128: console.ignore()
+    sys.exit(code)
 
-# %% ../nbs/33_cli.ipynb #fa35e192
+# %% ../nbs/33_cli.ipynb #f1abd670
 #| eval: false
 if __name__ == '__main__': main()

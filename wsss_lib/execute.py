@@ -317,8 +317,7 @@ def _execute(exp:Experiment, run_dir:Path, plan:_Plan, attempt:dict, ctl:_Contro
                PYTHONHASHSEED=os.environ.get('PYTHONHASHSEED', '0'), PYTHONUNBUFFERED='1')
     quiet, pm_logs = _QuietPapermill(), [logging.getLogger(n) for n in ('papermill', 'papermill.translators')]
     for lg in pm_logs: lg.addFilter(quiet)
-    with open(run_dir/LOG_FILE, 'a', buffering=1) as logf, open(run_dir/LOG_FILE, 'ab', buffering=0) as kout, \
-         _environ(**env), _signals(ctl.on_signal):
+    with open(run_dir/LOG_FILE, 'a', buffering=1) as logf, open(run_dir/LOG_FILE, 'ab', buffering=0) as kout, _environ(**env):
         ctl.log, ctl.kernel_out = (log := _Tee(logf, sys.stderr if verbose else None)), kout
         _CONTROL = ctl
         log.write(f"\n=== attempt {attempt['n']} of {exp.name}/{run_dir.name} at {attempt['started']}"
@@ -391,9 +390,11 @@ def run_experiment(experiment:str, # experiment name (`demo` = DEFAULT_EXPERIMEN
     with run_lock(run_dir):
         plan = _plan_run(exp, run_dir, params, files, preset, device, force)  # the look that counts: nobody else writes now
         if plan.skip: return _skipped(exp, run_dir, plan, say)
-        attempt = _start_attempt(exp, run_dir, plan, device, say)
-        status, err, seconds = _execute(exp, run_dir, plan, attempt, _Control(), device, verbose, progress_bar, execution_timeout)
-        return _finish(exp, run_dir, plan, attempt, status, err, seconds, say)
+        ctl = _Control()
+        with _signals(ctl.on_signal):
+            attempt = _start_attempt(exp, run_dir, plan, device, say)
+            status, err, seconds = _execute(exp, run_dir, plan, attempt, ctl, device, verbose, progress_bar, execution_timeout)
+            return _finish(exp, run_dir, plan, attempt, status, err, seconds, say)
 
 def _skipped(exp:Experiment, run_dir:Path, plan:_Plan, say)->dict:
     say(f"run {exp.name}/{run_dir.name} already finished ({plan.status.get('ended')}); nothing to do (--force executes it again).")
