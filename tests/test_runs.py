@@ -1,7 +1,8 @@
-"""End-to-end tests of the `wsss` command (wsss_lib.runs): parameters, validation, real papermill runs of a toy
-experiment (tests/fixtures/experiments/toy.ipynb), kills with SIGKILL and SIGTERM and exact resume, failures,
-`runs` and `compare`, and the smoke preset of every real experiment in nbs/experiments/."""
-import json, os, shutil, signal, subprocess, sys, time
+"""End-to-end tests of the `wsss` command (wsss_lib.cli over wsss_lib.execute, .runs, .experiments): parameters,
+validation, real papermill runs of a toy experiment (tests/fixtures/experiments/toy.ipynb), kills with SIGKILL and
+SIGTERM and exact resume, time limits, concurrent runs of one run id, damaged records, failures, `runs` and
+`compare`, and the smoke preset of every real experiment in nbs/experiments/."""
+import configparser, importlib, json, os, shutil, signal, subprocess, sys, time
 from pathlib import Path
 import numpy as np
 import pytest
@@ -11,7 +12,9 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT/'tests'/'fixtures'/'experiments'
 REAL_EXPERIMENTS = ROOT/'nbs'/'experiments'
-WSSS = Path(sys.executable).parent/'wsss'
+# the `wsss` command as the console script runs it (`wsss = wsss_lib.cli:main`, see test_console_script), from this
+# Python, so that the package under test is the one on sys.path
+WSSS = [sys.executable, '-m', 'wsss_lib.cli']
 # the killed runs and the uninterrupted one share every value that changes results; the delays only slow them down
 SLOW = ['-p', 'epoch_delay', '0.6', '-p', 'item_delay', '0.6']
 
@@ -23,14 +26,13 @@ def env_for(runs, experiments=FIXTURES, **extra):
 
 
 def wsss(*args, runs, experiments=FIXTURES, timeout=240, cwd='/'):
-    "Run the real console script (from an unrelated working directory) and return the completed process."
-    return subprocess.run([str(WSSS), *args], env=env_for(runs, experiments), capture_output=True, text=True,
+    "Run the `wsss` command (from an unrelated working directory) and return the completed process."
+    return subprocess.run([*WSSS, *args], env=env_for(runs, experiments), capture_output=True, text=True,
                           timeout=timeout, cwd=cwd)
 
 
-def start(*args, runs):
-    return subprocess.Popen([str(WSSS), *args], env=env_for(runs), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, cwd='/')
+def start(*args, runs, stdout=subprocess.PIPE):
+    return subprocess.Popen([*WSSS, *args], env=env_for(runs), stdout=stdout, stderr=subprocess.STDOUT, text=True, cwd='/')
 
 
 def wait_for(cond, timeout=120, what=''):
@@ -232,6 +234,127 @@ def test_runs_and_compare(baseline, runs):
     assert any(l.split()[:3] == ['epochs', '4', '9'] for l in differ) and not any(l.startswith('lr') for l in differ)
     r = wsss('compare', 'toy/base', 'toy/none', runs=runs)
     assert r.returncode == 2 and "no run 'toy/none'" in r.stderr
+
+
+def test_console_script():
+    "settings.ini's `wsss` console script is wsss_lib.cli:main (what the tests run as `python -m wsss_lib.cli`)."
+    cfg = configparser.ConfigParser()
+    cfg.read(ROOT/'settings.ini')
+    scripts = dict(l.strip().split('=', 1) for l in cfg['DEFAULT']['console_scripts'].split('\n') if l.strip())
+    mod, fn = scripts['wsss'].split(':')
+    assert getattr(importlib.import_module(mod), fn) is importlib.import_module('wsss_lib.cli').main
+
+
+# each process imports everything, says it is ready, then waits for the start line: they call main at one instant
+RACE = """import sys, time
+from pathlib import Path
+from wsss_lib.cli import main
+Path(sys.argv[1]).touch()
+while not Path(sys.argv[2]).exists(): time.sleep(0.001)
+sys.exit(main(sys.argv[3:]))"""
+
+
+def test_simultaneous_runs_of_one_run_id(tmp_path):
+    "Three `wsss run` of one run id started at the same instant: one executes, the others are refused naming it."
+    runs, go = tmp_path/'runs', tmp_path/'go'
+    ps = [subprocess.Popen([sys.executable, '-c', RACE, str(tmp_path/f'ready{i}'), str(go), 'run', 'toy', '--run-id', 'same',
+                            '--no-progress'], env=env_for(runs), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                           cwd='/') for i in range(3)]
+    wait_for(lambda: all((tmp_path/f'ready{i}').exists() for i in range(3)), what='three wsss processes ready')
+    go.touch()
+    outs = [p.communicate(timeout=240)[0] for p in ps]
+    ran = [i for i, o in enumerate(outs) if 'running toy as run same' in o]
+    assert len(ran) == 1, outs
+    w = ps[ran[0]]
+    assert w.returncode == 0, outs[ran[0]]
+    for p, o in zip(ps, outs):  # refused while it runs (or, arriving after it ended, nothing to do)
+        if p is not w:
+            assert (p.returncode == 2 and f'(process {w.pid})' in o) or (p.returncode == 0 and 'already finished' in o), o
+            assert 'Traceback' not in o, o
+    d = runs/'toy'/'same'
+    log = (d/'log.txt').read_text()
+    assert log.count('=== attempt 1 of toy/same') == 1 and '=== attempt 2' not in log, log
+    st = status(d)
+    assert st['status'] == 'finished' and len(st['attempts']) == 1 and st['pid'] == w.pid and not tmp_files(d)
+
+
+def test_time_limit_stops_a_hung_cell_and_the_run_resumes(baseline, runs, tmp_path):
+    "`--timeout` stops a cell that would wait for ever: status 'timed out', exit 124, no kernel left; the rerun resumes."
+    d, hang = runs/'toy'/'hung', tmp_path/'hang'
+    hang.write_text('')  # the cell waits while this file exists: only the time limit can end it
+    out = tmp_path/'out.txt'
+    with open(out, 'w') as f:
+        p = start('run', 'toy', '--run-id', 'hung', '--timeout', '20', '-p', 'hang_file', str(hang), runs=runs, stdout=f)
+    try:
+        wait_for(lambda: (d/'log.txt').exists() and 'waiting while' in (d/'log.txt').read_text(), what='the hung cell')
+        kpid = status(d)['kernel_pid']
+        rc = p.wait(120)
+    finally: p.kill()
+    text = out.read_text()
+    assert rc == 124, text
+    st = status(d)
+    assert st['status'] == 'timed out' and st['error']['timeout'] == 20, st
+    src = json.loads((FIXTURES/'toy.ipynb').read_text())['cells'][st['error']['cell_index']]
+    assert ''.join(src['source']).startswith('if hang_file')
+    for frag in ('timed out toy/hung', 'did not finish within the time limit (20 s per cell)', 'if hang_file',
+                 'resume with: wsss run toy --run-id hung'):
+        assert frag in text, (frag, text)
+    with pytest.raises(ProcessLookupError):  # the kernel is gone
+        os.kill(kpid, 0)
+    hang.unlink()
+    r = wsss('run', 'toy', '--run-id', 'hung', runs=runs)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert 'resumed after epoch 3' in (d/'log.txt').read_text() and metrics(d) == metrics(baseline[0])
+    assert [a['status'] for a in status(d)['attempts']] == ['timed out', 'finished']
+
+
+def test_ctrl_c_again_and_again_exits_130(runs, tmp_path):
+    "Ctrl-C pressed again and again until `wsss run` has exited: exit code 130, no traceback, the run interrupted."
+    d, out = runs/'toy'/'ctrl-c', tmp_path/'out.txt'
+    with open(out, 'w') as f: p = start('run', 'toy', '--run-id', 'ctrl-c', *SLOW, runs=runs, stdout=f)
+    wait_for(lambda: (d/'checkpoints'/'last.pt').exists(), what='the first checkpoint')
+    for n in range(1, 2401):  # through the stop, the record and Python's own exit (at most 2400 presses)
+        p.send_signal(signal.SIGINT)
+        time.sleep(0.05)
+        if p.poll() is not None: break
+    else:
+        p.kill()
+        raise AssertionError(f'wsss run did not exit after {n} SIGINTs: {out.read_text()}')
+    text = out.read_text()
+    assert n >= 2 and p.returncode == 128 + signal.SIGINT, (n, p.returncode, text)
+    assert 'Traceback' not in text and 'interrupted toy/ctrl-c' in text, text
+    st = status(d)
+    assert st['status'] == 'interrupted' and st['error']['signal'] == 'SIGINT'
+
+
+@pytest.fixture(scope='module')
+def failed_run(runs):
+    "A run that failed quickly: its copies get damaged records."
+    r = wsss('run', 'toy', '--run-id', 'to-damage', '-p', 'fail', 'True', '-p', 'epochs', '1', '-p', 'n_items', '1', runs=runs)
+    assert r.returncode == 1, r.stdout + r.stderr
+    return runs/'toy'/'to-damage'
+
+
+@pytest.mark.parametrize('name,text,why', [
+    ('params.yaml', 'experiment: toy\nparams: {epochs: 1, n_items: [1\n', "the run's parameter record cannot be read"),
+    ('params.yaml', '- toy\n- 1\n', "the run's parameter record cannot be read"),
+    ('params.yaml', None, 'params.yaml: missing'),
+    ('status.json', '{"status": "failed", "attem', "the run's status record cannot be read"),
+    ('status.json', '{"status": "unknown"}', "not a run status record (status 'unknown'"),
+])
+def test_damaged_record_stops_the_run_untouched(failed_run, tmp_path, name, text, why):
+    "A params.yaml or status.json that cannot be read stops `wsss run` (exit 2) before it changes any file."
+    runs = tmp_path/'runs'
+    d = runs/'toy'/'to-damage'
+    shutil.copytree(failed_run, d)
+    if text is None: (d/name).unlink()
+    else: (d/name).write_text(text)
+    files = lambda: {str(p.relative_to(d)): p.read_bytes() for p in d.rglob('*') if p.is_file()}
+    before = files()
+    r = wsss('run', 'toy', '--run-id', 'to-damage', runs=runs)
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert str(d/name) in r.stderr and why in r.stderr and 'Traceback' not in r.stderr, r.stderr
+    assert files() == before
 
 
 def _real_experiments():

@@ -9,7 +9,7 @@ from wsss_lib.tiny import TINY_CLIP, TINY_TAG, load_tiny_clip
 from wsss_lib.synthetic import TEACHING_WORLD
 from wsss_lib.shipped import WEIGHTS_DIR, weights_record, weights_file, list_weights, load_timm_weights, sha256_file
 from wsss_lib.clip import register_shipped_clip
-from wsss_lib.runs import notebook_parameters
+from wsss_lib.experiments import notebook_parameters
 
 REPO = Path(wsss_lib.__file__).resolve().parents[1]
 EXP = REPO/'nbs'/'experiments'
