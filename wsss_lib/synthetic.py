@@ -189,27 +189,21 @@ def _caption(objs_visible, bands):
         used.add(ctx)
     return text
 
-def _draw_synthetic(args):
-    "Draw image `index`: returns (image uint8 H×W×3, mask uint8 H×W, caption, visible classes, contexts)."
-    index, p = args
-    rng = np.random.default_rng([p['seed'], index])
-    lo, hi = p['size']
-    H, W = int(rng.integers(lo, hi + 1)), int(rng.integers(lo, hi + 1))
-    classes = p['classes']
+def _pick_objects(rng, p):
+    "1..max_objects (class, context) pairs; a class sits in its typical context with probability p_typical."
     n = int(rng.integers(1, p['max_objects'] + 1))
     objs = []
     for _ in range(n):
-        cls = classes[rng.integers(len(classes))]
+        cls = p['classes'][rng.integers(len(p['classes']))]
         typ = SYNTH_CONTEXTS[cls]
         other = [c for c in _GROUND if c != typ]   # atypical: another ground (a bird on the grass, a car on the water)
         ctx = typ if rng.random() < p['p_typical'] else other[rng.integers(len(other))]
         objs.append((cls, ctx))
-    bands = _scene_layout(rng, objs, H, p['p_sky'])
-    band_of = {c: (y0, y1) for c, y0, y1 in bands}
-    img = np.zeros((H, W, 3), np.float32)
-    for ctx, y0, y1 in bands:
-        if y1 > y0: img[y0:y1] = _texture(ctx, y1 - y0, W, rng, y0)
-    Y, X = np.mgrid[0:H, 0:W].astype(np.float32)
+    return objs
+
+def _place_objects(rng, p, objs, band_of, X, Y):
+    "Each object's sprite at its size, standing in (or flying over) its context band; too-small ones are dropped."
+    H, W = X.shape
     placed = []
     for cls, ctx in objs:
         (wlo, whi), aspect = SYNTH_SIZES[p.get('sizes', 'v1')][cls]
@@ -221,49 +215,73 @@ def _draw_synthetic(args):
         u = (X - left) / bw; v = (Y - top) / bh
         if rng.random() < 0.5: u = 1 - u
         inside = (u >= 0) & (u <= 1) & (v >= 0) & (v <= 1)
-        parts = _sprite(cls, u, v, rng)
-        parts = [(m & inside, c) for m, c in parts]
+        parts = [(m & inside, c) for m, c in _sprite(cls, u, v, rng)]
         full = np.zeros((H, W), bool)
         for m, _ in parts: full |= m
         if full.sum() < 20: continue
         placed.append(dict(cls=cls, ctx=ctx, parts=parts, full=full, depth=top + bh, v=v))
-    occl = []
-    if rng.random() < p['p_occluder']:
-        if rng.random() < 0.6:   # a bush on the lowest band
-            gy0 = bands[-1][1]; cx = rng.uniform(0, W); cy = rng.uniform(max(gy0, H * 0.55), H); r = rng.uniform(0.06, 0.14) * W
-            m = np.zeros((H, W), bool)
-            for _ in range(4): m |= _ell(X, Y, cx + rng.normal(0, r * 0.6), cy + rng.normal(0, r * 0.4), r, r * 0.8)
-            tex = np.array([35, 95, 35], np.float32) + 30 * (_smooth(rng, H, W, 3)[..., None] - 0.5)
-        else:                    # a pole
-            x0 = rng.uniform(0, W); pw = max(2.0, W * rng.uniform(0.02, 0.04)); ty = rng.uniform(0, H * 0.4)
-            m = (X >= x0) & (X < x0 + pw) & (Y >= ty)
-            tex = np.broadcast_to(_jit(rng, [110, 100, 90], 20), (H, W, 3))
-        occl.append((m, tex))
     placed.sort(key=lambda o: o['depth'])  # far (higher) objects first
-    def _visible(occl):
-        cover = np.zeros((H, W), bool)
-        for m, _ in occl: cover |= m
-        keep = []
-        for o in reversed(placed):   # nearest first: what is in front of each object
-            vis = o['full'] & ~cover
-            if vis.sum() >= 0.35 * o['full'].sum() and vis.sum() >= 12:
-                keep.append(o); cover |= o['full']
-        return keep[::-1]
-    keep = _visible(occl)
-    if not keep and occl: occl = []; keep = _visible(occl)   # an occluder never hides the only object
-    mask = np.zeros((H, W), np.uint8)
+    return placed
+
+def _occluders(rng, p, bands, X, Y):
+    "With probability p_occluder one non-class occluder: a bush on the lowest band or a pole; [(mask, texture)]."
+    H, W = X.shape
+    if rng.random() >= p['p_occluder']: return []
+    if rng.random() < 0.6:   # a bush on the lowest band
+        gy0 = bands[-1][1]; cx = rng.uniform(0, W); cy = rng.uniform(max(gy0, H * 0.55), H); r = rng.uniform(0.06, 0.14) * W
+        m = np.zeros((H, W), bool)
+        for _ in range(4): m |= _ell(X, Y, cx + rng.normal(0, r * 0.6), cy + rng.normal(0, r * 0.4), r, r * 0.8)
+        tex = np.array([35, 95, 35], np.float32) + 30 * (_smooth(rng, H, W, 3)[..., None] - 0.5)
+    else:                    # a pole
+        x0 = rng.uniform(0, W); pw = max(2.0, W * rng.uniform(0.02, 0.04)); ty = rng.uniform(0, H * 0.4)
+        m = (X >= x0) & (X < x0 + pw) & (Y >= ty)
+        tex = np.broadcast_to(_jit(rng, [110, 100, 90], 20), (H, W, 3))
+    return [(m, tex)]
+
+def _visible(placed, occl, shape):
+    "The objects (far to near) of which at least 35% (and 12 pixels) is seen past the occluders and nearer objects."
+    cover = np.zeros(shape, bool)
+    for m, _ in occl: cover |= m
+    keep = []
+    for o in reversed(placed):   # nearest first: what is in front of each object
+        vis = o['full'] & ~cover
+        if vis.sum() >= 0.35 * o['full'].sum() and vis.sum() >= 12:
+            keep.append(o); cover |= o['full']
+    return keep[::-1]
+
+def _paint(rng, p, img, keep, occl):
+    "Paint the objects (lit from above) and the occluders onto `img`, add colour jitter and noise: (image, mask)."
+    mask = np.zeros(img.shape[:2], np.uint8)
     for o in keep:
         for m, c in o['parts']:   # lit from above: brighter at the top of the sprite
             shade = 1.12 - 0.25 * np.clip(o['v'][m], 0, 1)
             img[m] = c * shade[:, None] + rng.normal(0, 6, (int(m.sum()), 3))
-        mask[o['full']] = classes.index(o['cls']) + 1
+        mask[o['full']] = p['classes'].index(o['cls']) + 1
     for m, tex in occl:
         img[m] = tex[m]; mask[m] = 0
     img = img * (1 + rng.normal(0, p['jitter'], 3)).astype(np.float32) + rng.normal(0, 8 * p['jitter'] / 0.06)
     img = img + rng.normal(0, p['noise'], img.shape)
-    img = np.clip(np.rint(img), 0, 255).astype(np.uint8)
+    return np.clip(np.rint(img), 0, 255).astype(np.uint8), mask
+
+def _draw_synthetic(args):
+    "Draw image `index`: returns (image uint8 H×W×3, mask uint8 H×W, caption, visible classes, contexts)."
+    index, p = args
+    rng = np.random.default_rng([p['seed'], index])
+    lo, hi = p['size']
+    H, W = int(rng.integers(lo, hi + 1)), int(rng.integers(lo, hi + 1))
+    objs = _pick_objects(rng, p)
+    bands = _scene_layout(rng, objs, H, p['p_sky'])
+    img = np.zeros((H, W, 3), np.float32)
+    for ctx, y0, y1 in bands:
+        if y1 > y0: img[y0:y1] = _texture(ctx, y1 - y0, W, rng, y0)
+    Y, X = np.mgrid[0:H, 0:W].astype(np.float32)
+    placed = _place_objects(rng, p, objs, {c: (y0, y1) for c, y0, y1 in bands}, X, Y)
+    occl = _occluders(rng, p, bands, X, Y)
+    keep = _visible(placed, occl, (H, W))
+    if not keep and occl: occl = []; keep = _visible(placed, occl, (H, W))   # an occluder never hides the only object
+    img, mask = _paint(rng, p, img, keep, occl)
     present = set(np.unique(mask).tolist()) - {0}
-    vis_objs = [(o['cls'], o['ctx']) for o in keep if classes.index(o['cls']) + 1 in present]
+    vis_objs = [(o['cls'], o['ctx']) for o in keep if p['classes'].index(o['cls']) + 1 in present]
     if p['void_border'] > 0: mask = _void_border(mask, p['void_border'])
     return img, mask, (_caption(vis_objs, bands) if vis_objs else _caption_bg(bands)), vis_objs, [b[0] for b in bands]
 
@@ -281,6 +299,62 @@ def _write_synthetic(args):
     with atomic_write(root/'JPEGImages'/f'{id_}.jpg') as f: Image.fromarray(img).save(f, format='JPEG', quality=p['jpeg_quality'])
     save_mask(root/'SegmentationClass'/f'{id_}.png', mask)
     return id_, cap, labels_from_mask(mask, len(p['classes'])), ctxs
+
+def _synthetic_params(n_train, n_val, seed, size, classes, max_objects, p_typical, p_sky, p_occluder, sizes, scale,
+                      void_border, jitter, noise, jpeg_quality):
+    "Check `make_synthetic_voc`'s arguments and return the parameter record the dataset is known by."
+    classes = list(classes)
+    for c in classes:
+        if c not in SYNTH_CLASSES: raise BadInputError(f"unknown class name {c!r} for the synthetic generator; it draws {', '.join(SYNTH_CLASSES)}")
+    if isinstance(size, int): size = (size, size)
+    size = [int(size[0]), int(size[1])]
+    if not (16 <= size[0] <= size[1]): raise BadInputError(f"size must be an int >= 16 or (min, max) with 16 <= min <= max, got {size}")
+    if n_train < 0 or n_val < 0 or n_train + n_val == 0: raise BadInputError(f"need n_train + n_val > 0, got {n_train}, {n_val}")
+    if sizes not in SYNTH_SIZES: raise BadInputError(f"sizes must be one of {', '.join(SYNTH_SIZES)}, got {sizes!r}")
+    if not 1 <= max_objects <= 3: raise BadInputError(f"max_objects must be 1..3, got {max_objects}")
+    return dict(version=_SYNTH_VERSION, n_train=int(n_train), n_val=int(n_val), seed=int(seed), size=size, classes=classes,
+                max_objects=int(max_objects), p_typical=float(p_typical), p_sky=float(p_sky), p_occluder=float(p_occluder),
+                sizes=sizes, scale=float(scale), void_border=int(void_border), jitter=float(jitter), noise=float(noise),
+                jpeg_quality=int(jpeg_quality))
+
+def _claim_synthetic_root(root, params, overwrite)->bool:
+    "True when `root` already holds this dataset; else empty it of an earlier synthetic dataset (never of other data)."
+    marker = root/'.wsss_synthetic.json'
+    done = (root/'dataset.json').exists()
+    info = load_dataset_info(root) if done else {}
+    ours = (done and info.get('name') == 'synthetic-voc') or marker.exists()
+    if done and ours and info.get('params') == params: return True          # already there: nothing to do
+    if root.exists() and any(root.iterdir()):
+        if not ours:   # never delete data the generator did not make, even with overwrite=True
+            raise BadInputError(f"{root} is not empty and holds no synthetic dataset; choose an empty or new folder "
+                                f"(make_synthetic_voc only replaces datasets it made itself)")
+        unfinished_same = not done and json.loads(marker.read_text()) == params
+        if not unfinished_same and not overwrite:
+            raise BadInputError(f"{root} already holds a different synthetic dataset (params "
+                                f"{info.get('params') if done else json.loads(marker.read_text())}); pass overwrite=True to replace it")
+    if ours:
+        for name in _SYNTH_FILES:
+            q = root/name
+            if q.is_dir(): shutil.rmtree(q)
+            elif q.exists(): q.unlink()
+    return False
+
+def _write_synthetic_index(root, params, ids, res):
+    "The dataset-wide files: labels, captions, split lists and `dataset.json` (written last: it marks a finished dataset)."
+    # fresh arrays built here: arrays unpickled from worker processes pickle differently (memo), which would make
+    # the file depend on n_jobs
+    save_npy(root/'cls_labels.npy', {i: np.array(l.tolist(), dtype=np.float32) for i, _, l, _ in res})
+    save_json(root/'captions.json', {i: c for i, c, _, _ in res})
+    sets, n_train = root/'ImageSets'/'Segmentation', params['n_train']
+    save_text(sets/'train.txt', ''.join(f'{i}\n' for i in ids[:n_train]))
+    save_text(sets/'val.txt', ''.join(f'{i}\n' for i in ids[n_train:]))
+    save_text(sets/'trainval.txt', ''.join(f'{i}\n' for i in ids))
+    ctx_words, classes = ['sky'] + list(_GROUND), params['classes']
+    save_json(root/'dataset.json', dict(
+        name='synthetic-voc', classes=classes, background_texts=ctx_words,
+        contexts={c: SYNTH_CONTEXTS[c] for c in classes}, context_phrases={c: _PREP[c] for c in ctx_words},
+        seed=params['seed'], params=params, n_images=len(ids),
+        context_counts={c: sum(c in r[3] for r in res) for c in ctx_words}))
 
 def make_synthetic_voc(root:str|Path, # output folder (created)
                        n_train:int=200, # train images
@@ -303,58 +377,16 @@ def make_synthetic_voc(root:str|Path, # output folder (created)
                       )->Path:
     "Write a deterministic synthetic VOC-layout dataset (see above) and return its folder."
     root = Path(root)
-    classes = list(classes)
-    for c in classes:
-        if c not in SYNTH_CLASSES: raise BadInputError(f"unknown class name {c!r} for the synthetic generator; it draws {', '.join(SYNTH_CLASSES)}")
-    if isinstance(size, int): size = (size, size)
-    size = [int(size[0]), int(size[1])]
-    if not (16 <= size[0] <= size[1]): raise BadInputError(f"size must be an int >= 16 or (min, max) with 16 <= min <= max, got {size}")
-    if n_train < 0 or n_val < 0 or n_train + n_val == 0: raise BadInputError(f"need n_train + n_val > 0, got {n_train}, {n_val}")
-    if sizes not in SYNTH_SIZES: raise BadInputError(f"sizes must be one of {', '.join(SYNTH_SIZES)}, got {sizes!r}")
-    if not 1 <= max_objects <= 3: raise BadInputError(f"max_objects must be 1..3, got {max_objects}")
-    params = dict(version=_SYNTH_VERSION, n_train=int(n_train), n_val=int(n_val), seed=int(seed), size=size, classes=classes,
-                  max_objects=int(max_objects), p_typical=float(p_typical), p_sky=float(p_sky), p_occluder=float(p_occluder),
-                  sizes=sizes, scale=float(scale), void_border=int(void_border), jitter=float(jitter), noise=float(noise),
-                  jpeg_quality=int(jpeg_quality))
-    marker = root/'.wsss_synthetic.json'
-    done = (root/'dataset.json').exists()
-    info = load_dataset_info(root) if done else {}
-    ours = (done and info.get('name') == 'synthetic-voc') or marker.exists()
-    if done and ours and info.get('params') == params: return root          # already there: nothing to do
-    if root.exists() and any(root.iterdir()):
-        if not ours:   # never delete data the generator did not make, even with overwrite=True
-            raise BadInputError(f"{root} is not empty and holds no synthetic dataset; choose an empty or new folder "
-                                f"(make_synthetic_voc only replaces datasets it made itself)")
-        unfinished_same = not done and json.loads(marker.read_text()) == params
-        if not unfinished_same and not overwrite:
-            raise BadInputError(f"{root} already holds a different synthetic dataset (params "
-                                f"{info.get('params') if done else json.loads(marker.read_text())}); pass overwrite=True to replace it")
-    if ours:
-        for name in _SYNTH_FILES:
-            q = root/name
-            if q.is_dir(): shutil.rmtree(q)
-            elif q.exists(): q.unlink()
+    params = _synthetic_params(n_train, n_val, seed, size, classes, max_objects, p_typical, p_sky, p_occluder, sizes,
+                               scale, void_border, jitter, noise, jpeg_quality)
+    if _claim_synthetic_root(root, params, overwrite): return root
     root.mkdir(parents=True, exist_ok=True)
+    marker = root/'.wsss_synthetic.json'
     save_json(marker, params)
-    n = n_train + n_val
-    ids = [f'syn_{i:06d}' for i in range(n)]
-    jobs = [(i, params, root, ids[i]) for i in range(n)]
-    res = parallel_map(_write_synthetic, jobs, n_jobs=n_jobs, desc='synthetic images', chunksize=16)
-    caps = {i: c for i, c, _, _ in res}
-    # fresh arrays built here: arrays unpickled from worker processes pickle differently (memo), which would make
-    # the file depend on n_jobs
-    save_npy(root/'cls_labels.npy', {i: np.array(l.tolist(), dtype=np.float32) for i, _, l, _ in res})
-    save_json(root/'captions.json', caps)
-    sets = root/'ImageSets'/'Segmentation'
-    save_text(sets/'train.txt', ''.join(f'{i}\n' for i in ids[:n_train]))
-    save_text(sets/'val.txt', ''.join(f'{i}\n' for i in ids[n_train:]))
-    save_text(sets/'trainval.txt', ''.join(f'{i}\n' for i in ids))
-    ctx_words = ['sky'] + list(_GROUND)
-    save_json(root/'dataset.json', dict(
-        name='synthetic-voc', classes=classes, background_texts=ctx_words,
-        contexts={c: SYNTH_CONTEXTS[c] for c in classes}, context_phrases={c: _PREP[c] for c in ctx_words},
-        seed=int(seed), params=params, n_images=n,
-        context_counts={c: sum(c in r[3] for r in res) for c in ctx_words}))
+    ids = [f'syn_{i:06d}' for i in range(params['n_train'] + params['n_val'])]
+    res = parallel_map(_write_synthetic, [(i, params, root, id_) for i, id_ in enumerate(ids)], n_jobs=n_jobs,
+                       desc='synthetic images', chunksize=16)
+    _write_synthetic_index(root, params, ids, res)
     marker.unlink()
     return root
 
