@@ -4,7 +4,7 @@
 
 # %% ../nbs/07_train.ipynb #da4b9237
 from __future__ import annotations
-import os, json, math, time, socket, difflib, hashlib, contextlib
+import os, sys, json, math, time, socket, difflib, hashlib, contextlib
 from pathlib import Path
 from typing import Callable
 import numpy as np
@@ -281,7 +281,7 @@ class Trainer:
         self.accum, self.amp, self.clip_grad, self.after_step, self.on_epoch_end = accum, amp, clip_grad, after_step, on_epoch_end
         self.stop_after, self.run_dir, self.name, self.ckpt_every = stop_after, run_dir and Path(run_dir), name, ckpt_every
         self.processes, self.device, self.find_unused, self.desc = processes, device, find_unused, desc
-        self.scheduler, self.history, self._spawned = None, [], False
+        self.scheduler, self.history, self._spawned, self.trained = None, [], False, 0
         self._check()
 
     def __getstate__(self):
@@ -360,22 +360,22 @@ def _set_lr(self:Trainer, epoch:int, step:int, first:bool):
 # %% ../nbs/07_train.ipynb #761f22b2
 @patch
 def _restore(self:Trainer, rank:int=0, world:int=1)->dict:
-    st = dict(epoch=0, batch=0, step=0, rows=[], seconds=0.0)
+    st, rngs = dict(epoch=0, batch=0, step=0, rows=[], seconds=0.0), None
     self.history = []
     if self.run_dir is not None:
         start, extra = Checkpointer(self.run_dir, f'{self.name}.pt').restore(self.model, self.optimizer, self.scheduler)
         for g, lr in zip(self.optimizer.param_groups, self._init_lrs): g.setdefault('initial_lr', lr)   # older checkpoints lack it
         self.history = list(extra.get('history', []))
-        tr, rngs = extra.get('trainer'), None
+        tr = extra.get('trainer')
         if tr is None: st.update(epoch=start, step=start * self.n_steps)
         else:
             st.update(epoch=tr['epoch'], batch=tr['batch'], step=tr['step'], rows=[list(r) for r in tr['rows']], seconds=tr['seconds'],
                       parts=list(tr.get('parts', [])))
             if self._scaler is not None and tr.get('scaler'): self._scaler.load_state_dict(tr['scaler'])
             rngs = tr.get('rng_ranks')
-        if rank > 0 and rngs is not None and len(rngs) == world: set_rng_state(_unsafe_rng(rngs[rank]))
-        elif rank > 0 and start > 0: _seed_rank(rank)
-    if rank > 0 and st['epoch'] == 0 and st['batch'] == 0: _seed_rank(rank)   # a fresh start: process r's own generators
+    if rank > 0:   # process r's own generators: as checkpointed, else derived from process 0's (a fresh start, another world size)
+        if rngs is not None and len(rngs) == world: set_rng_state(_unsafe_rng(rngs[rank]))
+        else: _seed_rank(rank)
     if rank == 0: self._truncate_log(st['epoch'], st['batch'])
     return st
 
@@ -459,6 +459,14 @@ def _loss_parts(out)->tuple[torch.Tensor, dict]:
     raise BadInputError(f"step(model, batch) must return a loss tensor or (loss, dict of parts), got {type(out).__name__}")
 
 @patch
+def _forward(self:Trainer, runner, batch):
+    try: return runner(batch)
+    except RuntimeError as e:
+        if 'find_unused_parameters' not in str(e): raise
+        raise BadInputError(f"some parameters of the model get no gradient from step(): DDP needs Trainer(..., find_unused=True) "
+                            f"(or leave them out of the model). DDP said: {str(e).splitlines()[0]} ...") from e
+
+@patch
 def _optimizer_step(self:Trainer, it, k:int, dev, runner, ddp:bool)->list[tuple[list[float], list[str]]]:
     "Forward/backward over the next `k` batches of `it`, then update; each batch's ([loss, *parts], part names)."
     self.optimizer.zero_grad(set_to_none=True)
@@ -466,7 +474,7 @@ def _optimizer_step(self:Trainer, it, k:int, dev, runner, ddp:bool)->list[tuple[
     for i in range(k):
         batch, sync = _to_device(next(it), dev), i == k - 1
         with (runner.no_sync() if ddp and not sync else contextlib.nullcontext()):
-            with self._autocast(): loss, parts = _loss_parts(runner(batch))
+            with self._autocast(): loss, parts = _loss_parts(self._forward(runner, batch))
             l = loss / self.accum if self.accum > 1 else loss
             (self._scaler.scale(l) if self._scaler is not None else l).backward()
         vals.append(([loss.item()] + [float(v) for v in parts.values()], list(parts)))
@@ -549,10 +557,12 @@ def _train(self:Trainer, acc=None)->list[dict]:
     elif acc is not None: runner = _StepModule(self.model, self.step)
     else: runner = lambda batch: self.step(self.model, batch)
     end = self.epochs if self.stop_after is None else min(self.epochs, self.stop_after)
+    self.trained = 0
     for epoch in range(st['epoch'], end):
         (runner if ddp else self.model).train()
         self._run_epoch(epoch, st, runner, dev, rank, world, ddp)
         self._end_epoch(epoch, st, rank, world)
+        self.trained += 1
     return self.history
 
 # %% ../nbs/07_train.ipynb #c5b76da3
@@ -652,6 +662,18 @@ def _worker(index:int, # local rank (given by torch.multiprocessing)
     trainer._train(_accelerator(trainer, cpu=cpu))
 
 # %% ../nbs/07_train.ipynb #e6c3dd63
+def _dumps(obj)->bytes:
+    "cloudpickle, plus modules of ModuleType subclasses (`torch.classes`) by name, as cloudpickle pickles plain modules."
+    import io, types, importlib, cloudpickle
+    class _Pickler(cloudpickle.CloudPickler):
+        def reducer_override(self, o):
+            if isinstance(o, types.ModuleType) and type(o) is not types.ModuleType and sys.modules.get(o.__name__) is o:
+                return importlib.import_module, (o.__name__,)
+            return super().reducer_override(o)
+    f = io.BytesIO()
+    _Pickler(f, protocol=cloudpickle.DEFAULT_PROTOCOL).dump(obj)
+    return f.getvalue()
+
 def _free_port()->int:
     with socket.socket() as s:
         s.bind(('127.0.0.1', 0)); return s.getsockname()[1]
@@ -659,9 +681,9 @@ def _free_port()->int:
 @patch
 def _payload(self:Trainer)->Path:
     "The trainer, cloudpickled into a temporary file of the run folder (removed after the launch)."
-    import cloudpickle, tempfile
+    import tempfile
     self.model.cpu()
-    try: data = cloudpickle.dumps(self)
+    try: data = _dumps(self)
     except Exception as e:
         raise BadInputError(f"cannot send the training to its worker processes ({type(e).__name__}: {e}); the step, hooks and data "
                             "must not hold open files, locks, threads or generators") from None
@@ -676,7 +698,8 @@ def _launch(self:Trainer)->list[dict]:
     import wsss_lib.train as module
     cuda = default_device(self.device).type == 'cuda'
     if cuda: _need(torch.cuda.device_count() >= self.processes, f"processes={self.processes}: only {torch.cuda.device_count()} GPUs here")
-    payload, done = self._payload(), len(self.history)
+    ck = Checkpointer(self.run_dir, f'{self.name}.pt').load_last()
+    payload, done = self._payload(), len(ck['extra'].get('history', [])) if ck is not None else 0
     args = (str(payload), self.processes, _free_port(), not cuda,
             torch.get_num_threads() if cuda else max(1, torch.get_num_threads() // self.processes),
             torch.are_deterministic_algorithms_enabled(), rng_state())
@@ -695,6 +718,7 @@ def _launch(self:Trainer)->list[dict]:
     self._prepare(default_device(self.device))
     self._restore()
     for h in self.history[done:]: print(self._epoch_line(h), flush=True)
+    self.trained = len(self.history) - done
     return self.history
 
 @patch
