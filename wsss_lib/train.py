@@ -391,6 +391,11 @@ def _truncate_log(self:Trainer, epoch:int, batch:int):
         if (r['epoch'], r['batch']) < (epoch, batch): keep.append(line + '\n')
     save_text(p, ''.join(keep))
 
+def _position(ck:dict)->tuple[int, int]:
+    "(epoch, batch) where a run goes on from checkpoint `ck` (one written by a notebook's own loop: epoch ends only)."
+    tr = ck['extra'].get('trainer')
+    return (tr['epoch'], tr['batch']) if tr is not None else (ck['epoch'] + 1, 0)
+
 def _seed_rank(rank:int):
     "Process `rank` > 0 of a run: its own generators, derived from process 0's state (deterministic, different per process)."
     h = hashlib.sha256(torch.get_rng_state().numpy().tobytes() + str(rank).encode()).digest()
@@ -699,7 +704,9 @@ def _launch(self:Trainer)->list[dict]:
     cuda = default_device(self.device).type == 'cuda'
     if cuda: _need(torch.cuda.device_count() >= self.processes, f"processes={self.processes}: only {torch.cuda.device_count()} GPUs here")
     ck = Checkpointer(self.run_dir, f'{self.name}.pt').load_last()
-    payload, done = self._payload(), len(ck['extra'].get('history', [])) if ck is not None else 0
+    done, (e, b) = (len(ck['extra'].get('history', [])), _position(ck)) if ck is not None else (0, (0, 0))
+    self._truncate_log(e, b)          # as process 0 will: the progress bar then reads only what this launch writes
+    payload = self._payload()
     args = (str(payload), self.processes, _free_port(), not cuda,
             torch.get_num_threads() if cuda else max(1, torch.get_num_threads() // self.processes),
             torch.are_deterministic_algorithms_enabled(), rng_state())
@@ -707,7 +714,7 @@ def _launch(self:Trainer)->list[dict]:
     ctx = None
     try:
         ctx = start_processes(module._worker, args=args, nprocs=self.processes, join=False, start_method='spawn')
-        self._follow(ctx)
+        self._follow(ctx, e * self.n_batches + b)
     except BaseException as e:
         for p in (ctx.processes if ctx is not None else []):
             if p.is_alive(): p.kill()
@@ -722,9 +729,10 @@ def _launch(self:Trainer)->list[dict]:
     return self.history
 
 @patch
-def _follow(self:Trainer, ctx):
-    "Wait for the workers, advancing a progress bar from process 0's log."
-    bar, pos, buf = progress(total=self.n_batches * self.epochs, desc=f'{self.desc} ({self.processes} processes)'), 0, ''
+def _follow(self:Trainer, ctx, done:int):
+    "Wait for the workers, advancing a progress bar from process 0's log (`done` batches before this launch)."
+    bar = progress(total=self.n_batches * self.epochs, initial=done, desc=f'{self.desc} ({self.processes} processes)')
+    pos, buf = self.log_path.stat().st_size if self.log_path.exists() else 0, ''
     try:
         while not ctx.join(timeout=1):
             if self.log_path is None or not self.log_path.exists(): continue
