@@ -48,6 +48,8 @@ def test_mctformer_pipeline_smoke_and_resume(tmp_path, run_experiment_nb):
     _run(tmp_path/'out2.ipynb', run_dir=str(run), smoke=True, n_jobs=1)
     assert {p: p.stat().st_mtime_ns for d in ('cams', 'crf_1', 'masks') for p in (run/d).iterdir()} == before
     text = (tmp_path/'out2.ipynb').read_text()
-    assert 'epoch 1:' not in text and 'cams: 0 written' in text and '(0 written)' in text
+    assert 'epoch 1/2: loss' in (tmp_path/'out.ipynb').read_text() and 'AffinityNet 1/1: loss' in (tmp_path/'out.ipynb').read_text()
+    assert 'epoch 1/2: loss' not in text and 'AffinityNet 1/1: loss' not in text   # the trainer's epoch lines: nothing retrained
+    assert 'cams: 0 written' in text and '(0 written)' in text
     m2 = json.loads((run/'metrics.json').read_text())
     assert m2['table'] == m['table'] and len(m2['classifier']['history']) == 2

@@ -7,7 +7,7 @@ import torch
 import wsss_lib
 from wsss_lib.tiny import TINY_CLIP, TINY_TAG, load_tiny_clip
 from wsss_lib.synthetic import TEACHING_WORLD
-from wsss_lib.shipped import WEIGHTS_DIR, weights_record, weights_file, list_weights, load_timm_weights, sha256_file
+from wsss_lib.shipped import WEIGHTS_DIR, weights_record, weights_file, list_weights, load_timm_weights, sha256_file, weights_from_run
 from wsss_lib.clip import register_shipped_clip
 from wsss_lib.experiments import notebook_parameters
 
@@ -87,7 +87,9 @@ def test_shipped_cnn_loads_and_has_a_record():
     assert rec['kind'] == 'timm' and rec['notebook'] == 'nbs/experiments/cam_baseline.ipynb'
     assert {k: rec['world'].get(k) for k in TEACHING_WORLD} == TEACHING_WORLD     # trained on the teaching world
     defaults = {k: p.default for k, p in notebook_parameters(EXP/'cam_baseline.ipynb').items() if k != 'run_dir'}
-    assert rec['parameters'] == defaults | dict(world='teaching', ship=True)    # = `wsss run cam_baseline -p world teaching -p ship true`
+    # `gpus` came after the CNN was shipped; it was trained in one process, which is gpus=1 (the default)
+    assert rec['parameters'].get('gpus', 1) == defaults['gpus'] == 1
+    assert rec['parameters'] | dict(gpus=1) == defaults | dict(world='teaching', ship=True)   # = `wsss run cam_baseline -p world teaching -p ship true`
     assert sha256_file(weights_file(CNN_NAME)) == rec['sha256']
     m = load_timm_weights(CNN_NAME)
     with torch.no_grad(): assert m(torch.randn(1, 3, 64, 64)).shape == (1, len(rec['classes']))
@@ -104,6 +106,23 @@ def test_full_retrain_reproduces_the_shipped_clip(tmp_path):
                    check=True, env=env, timeout=7200)
     new = json.loads((tmp_path/'runs'/'train_tiny_clip'/'retrain'/'weights'/f'{TINY_CLIP}.json').read_text())
     assert abs(new['metrics']['mAP'] - rec['metrics']['mAP']) < 1e-6
+    assert new['sha256'] == rec['sha256']
+
+
+@pytest.mark.slow
+@shipped_cnn
+def test_full_retrain_reproduces_the_shipped_cnn(tmp_path):
+    "`wsss run cam_baseline -p world teaching` (the shipping run, without writing into the package) gives the shipped "
+    "CNN bit for bit (same machine and thread count): the trained checkpoint as safetensors has the record's sha256."
+    rec = weights_record(CNN_NAME)
+    env = dict(os.environ, WSSS_RUNS=str(tmp_path/'runs'))
+    subprocess.run([str(Path(sys.executable).parent/'wsss'), 'run', 'cam_baseline', '-p', 'world', 'teaching', '--run-id', 'retrain'],
+                   check=True, env=env, timeout=7200)
+    run = tmp_path/'runs'/'cam_baseline'/'retrain'
+    new = weights_from_run(run, CNN_NAME, rec['model_name'], rec['model_kwargs'], dest=tmp_path/'weights')
+    m = json.loads((run/'metrics.json').read_text())
+    assert (m['classifier']['mAP'], m['cam']['miou'], m['cam_crf']['miou']) == \
+           (rec['metrics']['classifier_mAP'], rec['metrics']['cam_miou'], rec['metrics']['cam_crf_miou'])
     assert new['sha256'] == rec['sha256']
 
 

@@ -8,14 +8,13 @@ import os, re, json, fcntl, socket, datetime, contextlib
 from pathlib import Path
 import numpy as np
 import yaml
-from .core import (WsssError, BadInputError, atomic_write, save_json, save_torch, load_torch, rng_state,
-                           set_rng_state)
+from .core import WsssError, BadInputError, atomic_write, save_json
 from .experiments import runs_dir
 
 # %% auto #0
 __all__ = ['ARTEFACT_DIRS', 'STATUS_FILE', 'PARAMS_FILE', 'METRICS_FILE', 'NOTEBOOK_FILE', 'LOG_FILE', 'LOCK_FILE', 'STATUSES',
-           'run_folder', 'Checkpointer', 'unfinished_ids', 'clean_temp_files', 'prepare_run_dir', 'RunBusyError',
-           'run_lock', 'read_status', 'update_status', 'read_params_record', 'write_params_record', 'read_metrics',
+           'run_folder', 'unfinished_ids', 'clean_temp_files', 'prepare_run_dir', 'RunBusyError', 'run_lock',
+           'read_status', 'update_status', 'read_params_record', 'write_params_record', 'read_metrics',
            'headline_metrics']
 
 # %% ../nbs/31_runs.ipynb #ac3478d6
@@ -41,72 +40,6 @@ def run_folder(root:str|Path, # the runs folder (see `runs_dir`)
     return root/experiment/(run_id or _default_run_id(root, experiment))
 
 # %% ../nbs/31_runs.ipynb #fe5dbbce
-def _safe_rng(st:dict)->dict:
-    "`rng_state()` in types that `torch.load(weights_only=True)` accepts."
-    import torch
-    ver, keys, gauss = st['python']
-    name, arr, pos, has_gauss, cached = st['numpy']
-    out = dict(python=[int(ver), torch.tensor(keys, dtype=torch.int64), gauss],
-               numpy=[str(name), torch.from_numpy(np.asarray(arr, dtype=np.int64)), int(pos), int(has_gauss), float(cached)],
-               torch=st['torch'])
-    if 'cuda' in st: out['cuda'] = list(st['cuda'])
-    return out
-
-def _unsafe_rng(s:dict)->dict:
-    ver, keys, gauss = s['python']
-    name, arr, pos, has_gauss, cached = s['numpy']
-    out = dict(python=(ver, tuple(int(k) for k in keys.tolist()), gauss),
-               numpy=(name, arr.numpy().astype(np.uint32), pos, has_gauss, cached), torch=s['torch'])
-    if 'cuda' in s: out['cuda'] = s['cuda']
-    return out
-
-def _to_safe(obj, where='extra'):
-    "Convert NumPy values to tensors/numbers; refuse anything `weights_only=True` could not load."
-    import torch
-    if obj is None or isinstance(obj, (bool, int, float, str, bytes, torch.Tensor)): return obj
-    if isinstance(obj, np.generic): return obj.item()
-    if isinstance(obj, np.ndarray): return torch.from_numpy(np.ascontiguousarray(obj))
-    if isinstance(obj, Path): return str(obj)
-    if isinstance(obj, (list, tuple)): return type(obj)(_to_safe(o, f'{where}[{i}]') for i, o in enumerate(obj))
-    if isinstance(obj, dict): return {k: _to_safe(v, f'{where}[{k!r}]') for k, v in obj.items()}
-    raise BadInputError(f"checkpoint {where}: {type(obj).__name__} cannot be loaded with weights_only=True; "
-                        "store tensors, arrays, numbers, strings, lists or dicts")
-
-class Checkpointer:
-    "Save and restore a training loop's state in `run_dir/checkpoints/last.pt` (atomic; loads with weights_only=True)."
-    def __init__(self, run_dir:str|Path, # the run folder
-                 name:str='last.pt', # checkpoint file name inside run_dir/checkpoints
-                ):
-        self.dir = Path(run_dir)/'checkpoints'
-        self.path = self.dir/name
-
-    def save(self, epoch:int, # the epoch just finished (0-based)
-             model, # an nn.Module (its state_dict is saved)
-             optimizer=None, scheduler=None, # their state_dicts are saved when given
-             extra:dict|None=None, # anything else to restore (history, best score, ...)
-            )->Path:
-        "Write the state after `epoch` atomically, replacing the previous checkpoint."
-        st = dict(epoch=int(epoch), model=model.state_dict(),
-                  optimizer=optimizer.state_dict() if optimizer is not None else None,
-                  scheduler=_to_safe(scheduler.state_dict(), 'scheduler') if scheduler is not None else None,
-                  rng=_safe_rng(rng_state()), extra=_to_safe(extra or {}))
-        save_torch(self.path, st)
-        return self.path
-
-    def load_last(self, map_location='cpu')->dict|None:
-        "The last checkpoint as saved (None when there is none)."
-        return load_torch(self.path, map_location) if self.path.exists() else None
-
-    def restore(self, model, optimizer=None, scheduler=None, map_location='cpu')->tuple[int, dict]:
-        "Load the last checkpoint into the objects and restore the RNGs: (epoch to start from, extra); (0, {}) when none."
-        ck = self.load_last(map_location)
-        if ck is None: return 0, {}
-        model.load_state_dict(ck['model'])
-        if optimizer is not None and ck['optimizer'] is not None: optimizer.load_state_dict(ck['optimizer'])
-        if scheduler is not None and ck['scheduler'] is not None: scheduler.load_state_dict(ck['scheduler'])
-        set_rng_state(_unsafe_rng(ck['rng']))
-        return ck['epoch'] + 1, ck['extra']
-
 def unfinished_ids(ids:list, # all image ids of the job
                    out_dir:str|Path, # where the per-id outputs go
                    suffix:str='.npy', # output file = out_dir/f'{id}{suffix}'
@@ -135,7 +68,7 @@ def prepare_run_dir(run_dir:str|Path|None, # the `run_dir` parameter (None in an
     for sub in ARTEFACT_DIRS: (d/sub).mkdir(parents=True, exist_ok=True)
     return d
 
-# %% ../nbs/31_runs.ipynb #bd307a3e
+# %% ../nbs/31_runs.ipynb #17ba0791
 class RunBusyError(BadInputError):
     "Another process is running this run folder."
 
@@ -169,7 +102,7 @@ def run_lock(run_dir:str|Path, # the run folder (created when missing)
         yield run_dir
     finally: os.close(fd)  # releases the lock
 
-# %% ../nbs/31_runs.ipynb #b3f0c7f6
+# %% ../nbs/31_runs.ipynb #0716d970
 STATUSES = ('running', 'finished', 'failed', 'interrupted', 'timed out')
 
 def _proc_start(pid:int)->str|None:
