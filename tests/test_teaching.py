@@ -7,7 +7,8 @@ import torch
 import wsss_lib
 from wsss_lib.tiny import TINY_CLIP, TINY_TAG, load_tiny_clip
 from wsss_lib.synthetic import TEACHING_WORLD
-from wsss_lib.shipped import WEIGHTS_DIR, weights_record, weights_file, list_weights, load_timm_weights, sha256_file, weights_from_run
+from wsss_lib.shipped import (WEIGHTS_DIR, weights_record, weights_file, list_weights, load_timm_weights, sha256_file,
+                              weights_from_run, machine_fingerprint)
 from wsss_lib.clip import register_shipped_clip
 from wsss_lib.experiments import notebook_parameters
 
@@ -95,25 +96,37 @@ def test_shipped_cnn_loads_and_has_a_record():
     with torch.no_grad(): assert m(torch.randn(1, 3, 64, 64)).shape == (1, len(rec['classes']))
 
 
+def assert_retrain_matches(rec:dict, new:dict, metrics:dict):
+    """A retrain against the shipped record: on a machine with the record's fingerprint (`machine_fingerprint`: CPU,
+    kernels, cores, torch) the same bits; on another machine a retrain is another draw of the rounding, and each metric
+    (retrained, shipped, tolerance) must land within its tolerance. Measured on a machine unlike the 2026-11-22 one:
+    tiny CLIP mAP 90.60 vs 90.62; CNN mAP 0.9689 vs 0.9683, CAM 0.288 vs 0.279, CRF 0.304 vs 0.291 (a change of training
+    seed moves MCTformer's seeds by 5-6 points). The 2026-11-22 records predate the fingerprint: metrics only."""
+    for name, (got, want, tol) in metrics.items():
+        assert abs(got - want) <= tol, f"{name}: retrained {got:.4f}, shipped {want:.4f} (tolerance {tol})"
+    if rec.get('machine') == machine_fingerprint():
+        assert new['sha256'] == rec['sha256'], "same machine fingerprint as the record, yet other bits"
+
+
 @pytest.mark.slow
 @shipped
 def test_full_retrain_reproduces_the_shipped_clip(tmp_path):
-    "`wsss run train_tiny_clip --preset paper` gives the shipped weights bit for bit (same machine and thread count), "
-    "or at least their metrics."
+    "`wsss run train_tiny_clip --preset paper` gives the shipped weights: bit for bit on the machine that made them, "
+    "elsewhere a zero-shot mAP near theirs."
     rec = weights_record(TINY_CLIP)
     env = dict(os.environ, WSSS_RUNS=str(tmp_path/'runs'))
     subprocess.run([str(Path(sys.executable).parent/'wsss'), 'run', 'train_tiny_clip', '--preset', 'paper', '--run-id', 'retrain'],
                    check=True, env=env, timeout=7200)
     new = json.loads((tmp_path/'runs'/'train_tiny_clip'/'retrain'/'weights'/f'{TINY_CLIP}.json').read_text())
-    assert abs(new['metrics']['mAP'] - rec['metrics']['mAP']) < 1e-6
-    assert new['sha256'] == rec['sha256']
+    assert_retrain_matches(rec, new, {'mAP': (new['metrics']['mAP'], rec['metrics']['mAP'], 1.0)})   # mAP in %
 
 
 @pytest.mark.slow
 @shipped_cnn
 def test_full_retrain_reproduces_the_shipped_cnn(tmp_path):
     "`wsss run cam_baseline -p world teaching` (the shipping run, without writing into the package) gives the shipped "
-    "CNN bit for bit (same machine and thread count): the trained checkpoint as safetensors has the record's sha256."
+    "CNN: bit for bit on the machine that made it (the checkpoint as safetensors has the record's sha256), elsewhere "
+    "metrics near the record's."
     rec = weights_record(CNN_NAME)
     env = dict(os.environ, WSSS_RUNS=str(tmp_path/'runs'))
     subprocess.run([str(Path(sys.executable).parent/'wsss'), 'run', 'cam_baseline', '-p', 'world', 'teaching', '--run-id', 'retrain'],
@@ -121,9 +134,10 @@ def test_full_retrain_reproduces_the_shipped_cnn(tmp_path):
     run = tmp_path/'runs'/'cam_baseline'/'retrain'
     new = weights_from_run(run, CNN_NAME, rec['model_name'], rec['model_kwargs'], dest=tmp_path/'weights')
     m = json.loads((run/'metrics.json').read_text())
-    assert (m['classifier']['mAP'], m['cam']['miou'], m['cam_crf']['miou']) == \
-           (rec['metrics']['classifier_mAP'], rec['metrics']['cam_miou'], rec['metrics']['cam_crf_miou'])
-    assert new['sha256'] == rec['sha256']
+    r = rec['metrics']
+    assert_retrain_matches(rec, new, {'classifier mAP': (m['classifier']['mAP'], r['classifier_mAP'], 0.01),
+                                      'CAM mIoU': (m['cam']['miou'], r['cam_miou'], 0.02),
+                                      'CAM + CRF mIoU': (m['cam_crf']['miou'], r['cam_crf_miou'], 0.02)})
 
 
 def test_demo_smoke_writes_every_column(tmp_path, smoke_world):

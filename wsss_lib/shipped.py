@@ -10,10 +10,19 @@ import torch
 from .core import BadInputError, MissingFileError, atomic_write, save_json, load_torch
 
 # %% auto #0
-__all__ = ['WEIGHTS_DIR', 'sha256_file', 'list_weights', 'weights_record', 'weights_file', 'save_weights', 'load_timm_weights',
-           'weights_from_run']
+__all__ = ['WEIGHTS_DIR', 'machine_fingerprint', 'sha256_file', 'list_weights', 'weights_record', 'weights_file', 'save_weights',
+           'load_timm_weights', 'weights_from_run']
 
-# %% ../nbs/01c_shipped.ipynb #ac3478d6
+# %% ../nbs/01c_shipped.ipynb #c1dfd96e
+def machine_fingerprint()->dict:
+    "What decides the bits of a CPU training run besides the code and data: CPU model and kernels, cores, torch."
+    import os, platform
+    model = platform.processor() or platform.machine()
+    try: model = next(l.split(':', 1)[1].strip() for l in Path('/proc/cpuinfo').read_text().splitlines() if l.startswith('model name'))
+    except (OSError, StopIteration): pass
+    return dict(cpu=model, kernels=torch.backends.cpu.get_cpu_capability(), cores=os.cpu_count(), torch=torch.__version__)
+
+# %% ../nbs/01c_shipped.ipynb #fe5dbbce
 WEIGHTS_DIR = Path(__file__).resolve().parent/'weights' if '__file__' in globals() else Path('../wsss_lib/weights').resolve()  # the shipped files
 
 def sha256_file(path:str|Path)->str:
@@ -47,18 +56,19 @@ def save_weights(path:str|Path, # target `NAME.safetensors`; the record goes to 
                  state_dict:dict, # tensors to store (made contiguous, CPU)
                  record:dict, # what to record (kind, config, notebook, parameters, seed, metrics, ...)
                 )->dict:
-    "Write `state_dict` as safetensors and its record (with sha256, size, date) next to it, both atomically."
+    "Write `state_dict` as safetensors and its record (with sha256, size, date, machine) next to it, both atomically."
     from safetensors.torch import save as st_save
     path = Path(path)
     sd = {k: v.detach().to('cpu').contiguous() for k, v in state_dict.items()}
     data = st_save(sd, metadata={'wsss_lib': json.dumps({k: record[k] for k in ('name', 'kind') if k in record})})
     with atomic_write(path) as f: f.write(data)
     rec = dict(record, name=record.get('name', path.stem), file=path.name, sha256=hashlib.sha256(data).hexdigest(),
-               bytes=len(data), date=record.get('date') or datetime.date.today().isoformat())
+               bytes=len(data), date=record.get('date') or datetime.date.today().isoformat(),
+               machine=record.get('machine') or machine_fingerprint())
     save_json(path.with_suffix('.json'), rec)
     return rec
 
-# %% ../nbs/01c_shipped.ipynb #fe5dbbce
+# %% ../nbs/01c_shipped.ipynb #17ba0791
 def load_timm_weights(name:str, # a record in `root` of kind 'timm'
                       device:str|torch.device='cpu',
                       root:str|Path|None=None,
@@ -75,7 +85,7 @@ def load_timm_weights(name:str, # a record in `root` of kind 'timm'
     model = timm.create_model(rec['model_name'], pretrained=True, pretrained_cfg_overlay=overlay, **kw)
     return model.to(device).eval()
 
-# %% ../nbs/01c_shipped.ipynb #17ba0791
+# %% ../nbs/01c_shipped.ipynb #fa35e192
 def weights_from_run(run_dir:str|Path, # a finished `wsss run` folder with params.yaml and checkpoints/last.pt
                      name:str, # name of the shipped weights
                      model_name:str, # timm model name
