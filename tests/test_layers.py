@@ -47,7 +47,7 @@ def imports(name:str, tree)->set:
             else: out.update(a.name for a in n.names)   # from wsss_lib import x
         elif isinstance(n, ast.Import):
             out.update(a.name[len('wsss_lib.'):] for a in n.names if a.name.startswith('wsss_lib.'))
-    return {m for m in out if m in MODS or m.startswith('methods.')}
+    return {i for i in out if (i in MODS or i.startswith('methods.')) and i != name}   # a module naming itself (train's spawn target) is no edge
 
 
 MODS = modules()
