@@ -285,7 +285,7 @@ class CAMSource:
     scales:tuple = (1.0,)   # image scales (IRN: 1.0, 0.5, 1.5, 2.0)
     flip:bool = False       # also run each scale's horizontally flipped image
     unflip:str = 'map'      # flipped passes flipped back at the map's resolution ('map': IRN) or after resizing ('image': MCTformer)
-    fuse_size:str = 'image' # passes resized to the 'image' size, or IRN's 'strided' up size (then cropped)
+    fuse_size:str = 'image' # passes resized to the 'image' size, IRN's 'strided' up size (then cropped), or the 'first' scale's input size (MCTformer)
     fuse:str = 'sum'        # passes 'sum'med (IRN, MCTformer) or averaged ('mean': CLIP-ES)
     norm:str|None = 'max'   # after fusion: 'max' (IRN, PSA), 'minmax' (pytorch-grad-cam), 'minmax_mctformer', None
     resize_mode:str = 'torch' # bilinear with align_corners=False: 'torch' (IRN, MCTformer) or 'cv2' (CLIP-ES's cv2.resize)
@@ -370,10 +370,11 @@ def _passes(self:CAMSource, image:np.ndarray, keys:np.ndarray, opts:dict)->tuple
 
 @patch
 def _fused(self:CAMSource, passes:list, hw:tuple)->dict:
-    "{stage: K×H×W} fused over the passes, at the image size `hw`."
+    "{stage: K×h×w} fused over the passes, at the image size `hw` (the first scale's input size when `fuse_size='first'`)."
     ref = passes[list(self.scales).index(1.0) if 1.0 in self.scales else 0]
     (h_in, w_in), m0 = ref[0], next(iter(ref[1].values()))
     size, crop = tuple(hw), None
+    if self.fuse_size == 'first': size = tuple(passes[0][0])
     if self.fuse_size == 'strided':
         s = 2 ** round(math.log2(max(h_in / m0.shape[-2], 1)))
         size, crop = (max(m0.shape[-2] * s, h_in), max(m0.shape[-1] * s, w_in)), (h_in, w_in)
@@ -409,10 +410,10 @@ def compute(self:CAMSource, image:np.ndarray, # H×W×3 uint8 RGB
     hw = image.shape[:2]
     if len(keys) == 0: return dict(keys=keys, **{v: np.zeros((0, *hw), np.float32) for v in self.variants()})
     if not self.scales: raise BadInputError(f"{type(self).__name__}: no scales given")
-    for a, ok in (('unflip', ('map', 'image')), ('fuse', ('sum', 'mean')), ('fuse_size', ('image', 'strided')), ('resize_mode', ('torch', 'cv2'))):
+    for a, ok in (('unflip', ('map', 'image')), ('fuse', ('sum', 'mean')), ('fuse_size', ('image', 'strided', 'first')), ('resize_mode', ('torch', 'cv2'))):
         if getattr(self, a) not in ok: raise BadInputError(f"{type(self).__name__}: unknown {a}={getattr(self, a)!r}: use one of {ok}")
     passes, extras = self._passes(image, keys, opts)
-    maps = {k: self.normalize(v).detach().float().cpu().numpy() for k, v in self._fused(passes, hw).items()}
+    maps = {k: self.resize(self.normalize(v)[None], hw)[0].detach().float().cpu().numpy() for k, v in self._fused(passes, hw).items()}
     return dict(keys=keys, **{k: np.ascontiguousarray(v, dtype=np.float32) for k, v in maps.items()}, **extras)
 
 # %% ../nbs/03_cam.ipynb #fc074d50

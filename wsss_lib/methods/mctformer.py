@@ -60,11 +60,13 @@ class MCTformerV1(VisionTransformer):
         self.patch_size = self.patch_embed.patch_size[0]
 
     def interpolate_pos_encoding(self, h:int, w:int, # patch grid of the input
+                                 size:tuple|None=None, # (H, W) pixel sides of the input; None = the grid's (h·p, w·p)
                                 )->torch.Tensor:
         "Positional embedding for an h×w grid: bicubic, DINO's +0.1 scale factors; class-token entries unchanged."
         C = self.num_classes
         N = self.pos_embed.shape[1] - C
-        if h * w == N and h == w: return self.pos_embed
+        H, W = size if size is not None else (h * self.patch_size, w * self.patch_size)
+        if h * w == N and H == W: return self.pos_embed   # the official test: patch count and *pixel* sides (not the grid)
         g = int(math.sqrt(N))
         patch = self.pos_embed[:, C:].reshape(1, g, g, -1).permute(0, 3, 1, 2)
         patch = F.interpolate(patch, scale_factor=((h + 0.1) / g, (w + 0.1) / g), mode='bicubic', align_corners=False)
@@ -80,7 +82,7 @@ class MCTformerV1(VisionTransformer):
         if h < 1 or w < 1: raise BadInputError(f"an image of {tuple(x.shape[2:])} is smaller than one {self.patch_size}-pixel patch")
         t = self.patch_embed.norm(self.patch_embed.proj(x).flatten(2).transpose(1, 2))   # stride-p conv: floor(H/p)×floor(W/p)
         t = torch.cat([self.cls_token.expand(t.shape[0], -1, -1), t], 1)
-        t = self.norm_pre(self.pos_drop(t + self.interpolate_pos_encoding(h, w)))
+        t = self.norm_pre(self.pos_drop(t + self.interpolate_pos_encoding(h, w, tuple(x.shape[2:]))))
         attns = [] if return_attn else None
         for blk in self.blocks:
             if return_attn:
@@ -259,7 +261,7 @@ def create_mctformer(version:int=2, # 1 or 2
     if checkpoint is not None: load_deit_weights(model, checkpoint)
     return model
 
-# %% ../../nbs/13_mctformer.ipynb #91032ad7
+# %% ../../nbs/13_mctformer.ipynb #472b07b9
 @torch.no_grad()
 def class_maps(model:MCTformerV1, # V1 or V2
                x:torch.Tensor, # normalised images (B, 3, H, W)
@@ -288,11 +290,11 @@ def class_maps(model:MCTformerV1, # V1 or V2
         maps = affinity_refine(maps, A, symmetric=symmetric)
     return (maps, out) if return_all else maps
 
-# %% ../../nbs/13_mctformer.ipynb #d435a6cd
+# %% ../../nbs/13_mctformer.ipynb #4d134bc0
 @register_cam_source('mctformer')
 class MCTformerCAMSource(CAMSource):
     "MCTformer V1/V2 seeds (class-to-patch attention [⊙ ReLU(PatchCAM)], patch-affinity refined) as a CAM source."
-    unflip, fuse, norm = 'image', 'sum', 'minmax_mctformer'
+    unflip, fuse, fuse_size, norm = 'image', 'sum', 'first', 'minmax_mctformer'
     def __init__(self, model:MCTformerV1|None=None, # a built model, or build one from the arguments below
                  version:int=2, backbone:str='deit_small_patch16_224', num_classes:int=20,
                  checkpoint=None, # trained MCTformer (or DeiT) checkpoint
@@ -322,7 +324,7 @@ class MCTformerCAMSource(CAMSource):
         _, grid, attns = self.model.tokens(self.input(check_image(image)), return_attn=True)
         return dict(attn=torch.stack([a[0, :, C:, C:] for a in attns]).to(torch.float16).cpu(), grid=grid)
 
-# %% ../../nbs/13_mctformer.ipynb #887309d0
+# %% ../../nbs/13_mctformer.ipynb #bc33ea4e
 _SMOKE_ARCH = dict(img_size=64, arch=dict(embed_dim=48, depth=4, num_heads=3), aff_backbone='test_resnet')  # mctformer.ipynb's smoke settings
 
 def mctformer_from_run(run_dir, # a `wsss run mctformer` folder with params.yaml and checkpoints/mctformer.pt
