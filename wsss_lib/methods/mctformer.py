@@ -214,36 +214,62 @@ def _read_state_dict(src)->dict:
     if not isinstance(sd, dict) or 'pos_embed' not in sd: raise BadInputError(f"{src if not isinstance(src, dict) else 'state dict'}: no 'pos_embed' — not a ViT/DeiT checkpoint")
     return dict(sd)
 
+_DEIT_OWN = ('head.', 'head_dist.', 'dist_token')   # DeiT's classification heads and distillation token: dropped silently
+_NEW_PARTS = ('head.', 'unet.')                      # MCTformer parts a DeiT checkpoint does not have: left at init
+
+def _name(src)->str: return 'state dict' if isinstance(src, dict) else str(src)
+
+def _load_trained(model:nn.Module, sd:dict, src)->dict:
+    "A trained MCTformer checkpoint, loaded strictly (as the official `--resume`); only a new U-Net branch may be absent."
+    own = model.state_dict()
+    miss, extra = [k for k in own if k not in sd], [k for k in sd if k not in own]
+    new = [k for k in miss if k.startswith('unet.')]        # zero-initialised branch added to a trained V2: a no-op until trained
+    bad = [k for k in sd if k in own and own[k].shape != sd[k].shape]
+    if len(new) < len(miss) or extra or bad:
+        miss = [k for k in miss if k not in new]
+        raise BadInputError(f"{_name(src)}: an MCTformer checkpoint that does not fit the model (loaded strictly, as the official --resume): "
+                            f"missing {miss[:6]}{' ...' if len(miss) > 6 else ''}, unexpected {extra[:6]}{' ...' if len(extra) > 6 else ''}, "
+                            f"other shapes {bad[:6]}")
+    model.load_state_dict(sd, strict=not new)
+    return dict(kind='mctformer', missing=new, dropped=[])
+
 def load_deit_weights(model:MCTformerV1, # the model to initialise
                       src, # DeiT/ViT (or MCTformer) checkpoint: path (.pth/.safetensors) or state dict
-                     ):
-    "Official checkpoint surgery: class token and its pos-embed entry repeated C times, patch pos-embed resized, head dropped."
+                     )->dict: # kind ('deit' | 'mctformer'), missing (model tensors left at init), dropped (checkpoint tensors not loaded)
+    "Official checkpoint surgery from DeiT (C class tokens, pos-embed resized, heads dropped); MCTformer checkpoints load strictly."
     sd, C = _read_state_dict(src), model.num_classes
-    sd.pop('dist_token', None); sd.pop('head_dist.weight', None); sd.pop('head_dist.bias', None)
-    pe = sd['pos_embed']
-    n_extra = sd['cls_token'].shape[1] if 'cls_token' in sd else 1
-    if n_extra == 1 and C != 1:                                   # a DeiT/ViT checkpoint (one class token)
-        n_pe_extra = pe.shape[1] - int(math.isqrt(pe.shape[1] - 1)) ** 2   # 1 (ViT/DeiT) or 2 (distilled DeiT)
-        extra, patch = pe[:, :1].repeat(1, C, 1), pe[:, n_pe_extra:]
-        sd['cls_token'] = sd['cls_token'].repeat(1, C, 1)
-    else: extra, patch = pe[:, :n_extra], pe[:, n_extra:]
+    if 'cls_token' not in sd: raise BadInputError(f"{_name(src)}: no 'cls_token' — not a DeiT/ViT or MCTformer checkpoint")
+    pe, n_extra = sd['pos_embed'], sd['cls_token'].shape[1]
+    own = model.state_dict()
+    hd = sd.get('head.weight')                                    # C = 1: a DeiT has one class token too, but its 1000-class head
+    if n_extra == C and (C != 1 or hd is None or hd.shape == own['head.weight'].shape): return _load_trained(model, sd, src)
+    if n_extra != 1: raise BadInputError(f"{_name(src)}: {n_extra} class tokens fit neither a DeiT/ViT (1) nor this MCTformer ({C})")
+    n_pe_extra = pe.shape[1] - int(math.isqrt(pe.shape[1] - 1)) ** 2   # 1 (ViT/DeiT) or 2 (distilled DeiT)
+    extra, patch = pe[:, :1].repeat(1, C, 1), pe[:, n_pe_extra:]
+    sd['cls_token'] = sd['cls_token'].repeat(1, C, 1)
     g0, g1 = int(math.isqrt(patch.shape[1])), int(math.isqrt(model.patch_embed.num_patches))
     if g0 != g1:
         patch = F.interpolate(patch.reshape(1, g0, g0, -1).permute(0, 3, 1, 2).float(), size=(g1, g1), mode='bicubic',
                               align_corners=False).permute(0, 2, 3, 1).reshape(1, g1 * g1, -1)
     sd['pos_embed'] = torch.cat([extra, patch.to(extra.dtype)], 1)
-    own = model.state_dict()
-    for k in [k for k in sd if k.startswith('head.')]:
-        if k not in own or own[k].shape != sd[k].shape: del sd[k]
-    bad = [k for k in sd if k in own and own[k].shape != sd[k].shape]
+    dropped = [k for k in sd if k not in own or (k.startswith('head.') and own[k].shape != sd[k].shape)]
+    for k in dropped: del sd[k]
+    bad = [k for k in sd if own[k].shape != sd[k].shape]
     if bad: raise BadInputError(f"checkpoint tensors do not fit the model: {[(k, tuple(sd[k].shape), tuple(own[k].shape)) for k in bad[:5]]}")
-    return model.load_state_dict(sd, strict=False)
+    missing = [k for k in own if k not in sd]
+    lost = [k for k in missing if not k.startswith(_NEW_PARTS)]
+    if lost: raise BadInputError(f"{_name(src)}: the checkpoint has no {lost[:6]}{' ...' if len(lost) > 6 else ''}: these layers would keep their "
+                                 f"random init (renamed keys? not a DeiT/ViT of this architecture?); checkpoint keys not used: {[k for k in dropped if not k.startswith(_DEIT_OWN)][:6]}")
+    odd = [k for k in dropped if not k.startswith(_DEIT_OWN)]
+    if odd: warnings.warn(f"{_name(src)}: DeiT surgery skipped checkpoint tensors the model does not have: {odd[:8]}{' ...' if len(odd) > 8 else ''}")
+    model.load_state_dict(sd, strict=False)
+    return dict(kind='deit', missing=missing, dropped=dropped)
 
 def create_mctformer(version:int=2, # 1 or 2
                      backbone:str='deit_small_patch16_224', # timm DeiT/ViT name (architecture)
                      num_classes:int=20,
                      pretrained:bool=False, # initialise from timm's ImageNet weights (needs network or cache)
-                     checkpoint=None, # or from a local DeiT/ViT/MCTformer checkpoint (path or state dict)
+                     checkpoint=None, # or from a local DeiT/ViT (surgery) or trained MCTformer (strict) checkpoint: path or state dict
                      **kwargs, # override architecture arguments (drop_path_rate, unet, ...) — e.g. tiny test configs
                     )->MCTformerV1:
     "An MCTformer V1/V2 on the architecture of a timm ViT, optionally initialised by the official checkpoint surgery."
@@ -257,8 +283,8 @@ def create_mctformer(version:int=2, # 1 or 2
         except Exception as e:
             raise MissingFileError(f"timm could not load pretrained weights for {backbone!r} ({type(e).__name__}: {e}); "
                                    "download them once with network access (Hugging Face cache) or pass checkpoint=") from e
-        load_deit_weights(model, src)
-    if checkpoint is not None: load_deit_weights(model, checkpoint)
+        model.init_report = load_deit_weights(model, src)
+    if checkpoint is not None: model.init_report = load_deit_weights(model, checkpoint)
     return model
 
 # %% ../../nbs/13_mctformer.ipynb #472b07b9
