@@ -4,7 +4,7 @@
 
 # %% ../nbs/05_clip.ipynb #da4b9237
 from __future__ import annotations
-import os, math, zipfile, contextlib, warnings, copy, functools
+import os, math, zipfile, contextlib, warnings, copy, functools, logging
 from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np
@@ -23,11 +23,12 @@ from .shipped import WEIGHTS_DIR, list_weights, weights_record, weights_file
 
 # %% auto #0
 __all__ = ['CLIP_ES_TEMPLATE', 'CLIP_ES_ALT_TEMPLATE', 'small_clip_config', 'register_model_config', 'register_pretrained',
-           'get_model_config', 'read_state_dict', 'clip_cache_dir', 'resolve_weights', 'Clip', 'load_clip',
-           'bpe_tokenizer', 'vocab_from_texts', 'CompactTokenizer', 'shipped_clip_weights', 'register_shipped_clip',
-           'fuse_synonyms', 'prompts', 'imagenet_templates', 'dataset_texts', 'patch_multiple_size', 'to_clip_input',
-           'interpolate_pos_embed', 'vit_embed', 'vit_blocks', 'vit_pool', 'attention_weights', 'AttentionMaps',
-           'capture_attention', 'prompt_sharpness', 'clip_image_features', 'zero_shot_scores', 'rank_prompts']
+           'get_model_config', 'read_state_dict', 'openai_layout', 'clip_cache_dir', 'resolve_weights',
+           'choose_activation', 'Clip', 'load_clip', 'bpe_tokenizer', 'vocab_from_texts', 'CompactTokenizer',
+           'shipped_clip_weights', 'register_shipped_clip', 'fuse_synonyms', 'prompts', 'imagenet_templates',
+           'dataset_texts', 'patch_multiple_size', 'to_clip_input', 'interpolate_pos_embed', 'vit_embed', 'vit_blocks',
+           'vit_pool', 'attention_weights', 'AttentionMaps', 'capture_attention', 'prompt_sharpness',
+           'clip_image_features', 'zero_shot_scores', 'rank_prompts']
 
 # %% ../nbs/05_clip.ipynb #ac3478d6
 _MODEL_CONFIGS:dict = {}
@@ -122,8 +123,43 @@ def read_state_dict(path:str|Path, # .safetensors, .pt/.pth/.bin state dict, or 
     return dict(sd)
 
 def _looks_openai(sd:dict)->bool:
-    "OpenAI's checkpoints carry these three extra entries (and were trained with QuickGELU)."
+    "OpenAI's TorchScript archives carry these extra entries (and were trained with QuickGELU)."
     return 'input_resolution' in sd or ('visual.proj' in sd and 'text_projection' in sd and 'vocab_size' in sd)
+
+_OAI_EXTRAS = ('input_resolution', 'context_length', 'vocab_size')
+_OAI_BLOCK = {f'{m}.{p}' for m, ps in (('attn', ('in_proj_weight', 'in_proj_bias', 'out_proj.weight', 'out_proj.bias')),
+                                       ('ln_1', ('weight', 'bias')), ('ln_2', ('weight', 'bias')),
+                                       ('mlp', ('c_fc.weight', 'c_fc.bias', 'c_proj.weight', 'c_proj.bias'))) for p in ps}
+_OAI_TEXT = {'positional_embedding', 'text_projection', 'logit_scale', 'token_embedding.weight', 'ln_final.weight', 'ln_final.bias'}
+_OAI_VIT = {'visual.class_embedding', 'visual.positional_embedding', 'visual.proj', 'visual.conv1.weight',
+            'visual.ln_pre.weight', 'visual.ln_pre.bias', 'visual.ln_post.weight', 'visual.ln_post.bias'}
+
+def _blocks_ok(keys:set, prefix:str)->bool:
+    "Transformer blocks `prefix{i}.…` numbered 0..n−1 (n ≥ 1), each with exactly OpenAI's twelve tensors."
+    idx = {k[len(prefix):].split('.', 1)[0] for k in keys}
+    if not idx or not all(i.isdigit() for i in idx) or sorted(map(int, idx)) != list(range(len(idx))): return False
+    return keys == {f'{prefix}{i}.{b}' for i in idx for b in _OAI_BLOCK}
+
+def openai_layout(sd:dict, # a CLIP state dict
+                 )->str|None: # why the dict is OpenAI's layout, or None
+    "Whether `sd` has the layout of OpenAI's CLIP: the key names and shapes `build_model` of openai/CLIP reads."
+    keys = set(sd) - set(_OAI_EXTRAS)
+    tb = {k for k in keys if k.startswith('transformer.resblocks.')}
+    if not _OAI_TEXT <= keys or not _blocks_ok(tb, 'transformer.resblocks.'): return None
+    vis = keys - _OAI_TEXT - tb
+    tw, E = sd['ln_final.weight'].shape[0], sd['text_projection'].shape[-1]
+    if sd['text_projection'].shape != (tw, E) or sd['token_embedding.weight'].ndim != 2 or sd['positional_embedding'].shape[-1] != tw: return None
+    if 'visual.proj' in vis:                                     # ViT tower (build_model: `vit = "visual.proj" in state_dict`)
+        vb = {k for k in vis if k.startswith('visual.transformer.resblocks.')}
+        if vis - vb != _OAI_VIT or not _blocks_ok(vb, 'visual.transformer.resblocks.'): return None
+        vw, pe = sd['visual.conv1.weight'].shape[0], sd['visual.positional_embedding'].shape
+        g = round((pe[0] - 1) ** 0.5)
+        if sd['visual.conv1.weight'].ndim != 4 or g * g + 1 != pe[0] or sd['visual.proj'].shape != (vw, E): return None
+        return "its keys and shapes are OpenAI's CLIP layout (ViT), which openai/CLIP's build_model always builds with QuickGELU"
+    if 'visual.attnpool.positional_embedding' in vis and 'visual.layer1.0.conv1.weight' in vis and \
+       all(k.split('.')[1] in ('conv1', 'bn1', 'conv2', 'bn2', 'conv3', 'bn3', 'attnpool') or k.split('.')[1].startswith('layer') for k in vis):
+        return "its keys and shapes are OpenAI's CLIP layout (ModifiedResNet), which openai/CLIP's build_model always builds with QuickGELU"
+    return None
 
 # %% ../nbs/05_clip.ipynb #b1d57811
 def clip_cache_dir(cache_dir:str|Path|None=None)->Path:
@@ -189,6 +225,23 @@ def resolve_weights(name:str, # model name
     return Path(download_pretrained(cfg, cache_dir=str(cache_dir) if cache_dir else None)), cfg
 
 # %% ../nbs/05_clip.ipynb #bd307a3e
+def choose_activation(quick_gelu:bool|None, # the caller's choice (None: decide)
+                      tag_cfg:dict, # the pretrained tag's config: open_clip's, a registered entry (has 'path'), or {} for a file
+                      cfg:dict, # the model config
+                      sd:dict|None, # the weights (None: random init)
+                     )->tuple[bool, str]: # (QuickGELU?, why)
+    "QuickGELU or GELU for a CLIP, and the rule that decided (see above)."
+    if quick_gelu is not None: return bool(quick_gelu), f"quick_gelu={quick_gelu} was passed"
+    if tag_cfg and 'path' not in tag_cfg:                       # an open_clip tag names its weights: no guessing from the file
+        if tag_cfg.get('quick_gelu') is not None: return bool(tag_cfg['quick_gelu']), "open_clip's config of the pretrained tag sets it"
+        return bool(cfg.get('quick_gelu', False)), "the pretrained tag is open_clip's and does not set it (the model config's, default GELU)"
+    if tag_cfg.get('quick_gelu') is not None: return bool(tag_cfg['quick_gelu']), "the registered tag sets it"
+    if sd is not None and _looks_openai(sd): return True, "the file carries OpenAI's TorchScript entries (input_resolution, vocab_size)"
+    if cfg.get('quick_gelu') is not None: return bool(cfg['quick_gelu']), "the model config sets it"
+    why = openai_layout(sd) if sd is not None else None
+    if why: return True, why
+    return False, "open_clip's default (no tag, config or file says otherwise)"
+
 def _build(cfg:dict, precision:str, device, quick_gelu:bool|None):
     cfg = copy.deepcopy(cfg)
     if quick_gelu is not None: cfg['quick_gelu'] = quick_gelu
@@ -211,8 +264,10 @@ def _load_into(model:nn.Module, sd:dict, path:Path, name:str):
 
 class Clip:
     "An open_clip CLIP with its tokenizer, normalisation and a cache of text features."
-    def __init__(self, model:nn.Module, tokenizer, name:str, pretrained:str|None, mean=OPENAI_DATASET_MEAN, std=OPENAI_DATASET_STD):
+    def __init__(self, model:nn.Module, tokenizer, name:str, pretrained:str|None, mean=OPENAI_DATASET_MEAN, std=OPENAI_DATASET_STD,
+                 activation_why:str=''): # why its activation was chosen (`choose_activation`)
         self.model, self.tokenizer, self.name, self.pretrained = model.eval(), tokenizer, name, pretrained
+        self.activation_why = activation_why
         self.mean, self.std = tuple(mean), tuple(std)
         for p in self.model.parameters(): p.requires_grad_(False)
         self._text_cache, self.cache_info = {}, dict(hits=0, misses=0)
@@ -229,7 +284,13 @@ class Clip:
     def native_size(self)->tuple: return tuple(int(s) for s in self.model.visual.image_size)
     @property
     def logit_scale(self)->torch.Tensor: return self.model.logit_scale.exp().float()
-    def __repr__(self): return f"Clip({self.name}, pretrained={self.pretrained}, {self.dtype}, {self.device})"
+    @property
+    def activation(self)->str:
+        "'QuickGELU' or 'GELU': the MLP activation the model was built with."
+        return 'QuickGELU' if any(isinstance(m, open_clip.transformer.QuickGELU) for m in self.model.modules()) else 'GELU'
+    @property
+    def load_message(self)->str: return f"CLIP {self.name} (pretrained={self.pretrained}): {self.activation}" + (f", because {self.activation_why}" if self.activation_why else '')
+    def __repr__(self): return f"Clip({self.name}, pretrained={self.pretrained}, {self.dtype}, {self.device}, {self.activation}" + (f": {self.activation_why})" if self.activation_why else ')')
 
     def to(self, device):
         self.model.to(device); self._text_cache.clear(); return self
@@ -260,8 +321,7 @@ def load_clip(name:str|None=None, # open_clip or registered model name; None = '
         with _hf_offline(offline): path, tag_cfg = resolve_weights(name, pretrained, cache_dir, offline)
         sd = read_state_dict(path)
         mean, std = tag_cfg.get('mean', mean), tag_cfg.get('std', std)
-        if quick_gelu is None:
-            quick_gelu = tag_cfg.get('quick_gelu') if tag_cfg.get('quick_gelu') is not None else (True if _looks_openai(sd) else None)
+    quick_gelu, why = choose_activation(quick_gelu, tag_cfg, cfg, sd)
     model = _build(cfg, precision, device, quick_gelu)
     if sd is not None: _load_into(model, sd, path, name)
     tl = cfg['text_cfg'].get('context_length', 77)
@@ -269,9 +329,11 @@ def load_clip(name:str|None=None, # open_clip or registered model name; None = '
     if tok is None:
         tok = open_clip.tokenizer.SimpleTokenizer(context_length=tl) if name in _MODEL_CONFIGS or 'hf_tokenizer_name' not in cfg['text_cfg'] \
               and open_clip.get_model_config(name.replace('/', '-')) is None else open_clip.get_tokenizer(name.replace('/', '-'))
-    return Clip(model, tok, name, pretrained, mean, std)
+    clip = Clip(model, tok, name, pretrained, mean, std, activation_why=why)
+    logging.getLogger('wsss_lib.clip').info(clip.load_message)
+    return clip
 
-# %% ../nbs/05_clip.ipynb #1574bddb
+# %% ../nbs/05_clip.ipynb #0716d970
 @functools.lru_cache(maxsize=1)
 def bpe_tokenizer()->open_clip.tokenizer.SimpleTokenizer:
     "CLIP's byte-pair tokenizer (open_clip's `SimpleTokenizer`, built once)."
@@ -320,7 +382,7 @@ class CompactTokenizer:
         "The words of `text` that contain a BPE token outside the vocabulary (handy to check a prompt)."
         return [w for w in text.replace(',', ' ').replace('.', ' ').split() if self.UNK in self.encode(w)]
 
-# %% ../nbs/05_clip.ipynb #b3f0c7f6
+# %% ../nbs/05_clip.ipynb #91032ad7
 def shipped_clip_weights(root:str|Path|None=None)->dict:
     "Shipped open_clip weights by pretrained tag: dict(model, model_cfg, path, tokenizer, record)."
     out = {}
@@ -343,7 +405,7 @@ def register_shipped_clip(root:str|Path|None=None, # folder of weights; default 
         tags.append(tag)
     return tags
 
-# %% ../nbs/05_clip.ipynb #f6e1126c
+# %% ../nbs/05_clip.ipynb #887309d0
 CLIP_ES_TEMPLATE = 'a clean origami {}.'
 CLIP_ES_ALT_TEMPLATE = 'a rendering of a weird {}.'
 
@@ -383,7 +445,7 @@ def dataset_texts(dataset='voc', # 'voc', 'coco', or a dict with `classes` (+ op
     syn = dataset.get('synonyms') or {}
     return [fuse_synonyms(c, syn.get(c, ())) for c in classes], list(bg or [])
 
-# %% ../nbs/05_clip.ipynb #0a57cb53
+# %% ../nbs/05_clip.ipynb #7719a1c7
 @torch.no_grad()
 def _encode_texts(clip:Clip, names, templates)->torch.Tensor:
     feats = []
@@ -409,7 +471,7 @@ def _text_features(self:Clip, names, # class strings (synonyms already fused)
     return self._text_cache[key]
 Clip.text_features = _text_features
 
-# %% ../nbs/05_clip.ipynb #63266754
+# %% ../nbs/05_clip.ipynb #cb4e5208
 def patch_multiple_size(h:int, w:int, patch:int=16, scale:float=1.0)->tuple[int, int]:
     "CLIP-ES's input size: each side scaled and rounded UP to a multiple of the patch size."
     return int(math.ceil(scale * h / patch) * patch), int(math.ceil(scale * w / patch) * patch)
@@ -482,7 +544,7 @@ def vit_pool(visual:nn.Module, tokens:torch.Tensor, mode:str='model')->torch.Ten
     else: raise BadInputError(f"pooling {mode!r}: use 'model' or 'patch_mean'")
     return x @ visual.proj if visual.proj is not None else x
 
-# %% ../nbs/05_clip.ipynb #f1f836cb
+# %% ../nbs/05_clip.ipynb #972a67c4
 def attention_weights(mha:nn.MultiheadAttention, # the block's attention module
                       query:torch.Tensor, key:torch.Tensor|None=None, # inputs, batch-first [B,N,D] (or as mha.batch_first says)
                       attn_mask:torch.Tensor|None=None,
@@ -532,7 +594,7 @@ def capture_attention(visual:nn.Module, # open_clip VisionTransformer (or any mo
     finally:
         for h in handles: h.remove()
 
-# %% ../nbs/05_clip.ipynb #cb7a1d77
+# %% ../nbs/05_clip.ipynb #5b384ce3
 def prompt_sharpness(scores, # [n, C] softmax scores (rows sum to 1)
                      labels, # [n, C] multi-hot targets
                      min_targets:int=2, # images with fewer targets are skipped

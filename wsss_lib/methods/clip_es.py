@@ -184,10 +184,11 @@ class ClipES(CAMSource):
                  pos_embed_fp16:bool=True, # official fp16 rounding of the interpolated positional embedding
                  batched:bool=True, # one backward pass for all classes (False: official per-class loop)
                  precision:str='auto', # 'auto' = fp16 on CUDA, fp32 on CPU (as OpenAI's clip.load)
+                 quick_gelu:bool|None=None, # MLP activation; None = `load_clip` decides (QuickGELU for OpenAI weights) and says why
                  device=None, cache_dir=None, offline:bool=True,
-                 clip:Clip|None=None, # an already loaded CLIP (then model/pretrained/precision/device are ignored)
+                 clip:Clip|None=None, # an already loaded CLIP (then model/pretrained/precision/quick_gelu/device are ignored)
                 ):
-        self.clip = clip if clip is not None else load_clip(model, pretrained, device, cache_dir, offline, precision)
+        self.clip = clip if clip is not None else load_clip(model, pretrained, device, cache_dir, offline, precision, quick_gelu=quick_gelu)
         dn, db = dataset_texts(dataset)
         if background is None or background is True: background = db
         elif background is False: background = []
