@@ -18,7 +18,7 @@ from PIL import Image
 from fastcore.basics import patch
 from .core import BadInputError, MissingFileError, check_image, default_device, load_torch, progress
 from .data import IMAGENET_MEAN, IMAGENET_STD
-from .camfiles import save_cam_file, load_cam_file, _check_keys
+from .camfiles import save_cam_file, load_cam_file, _check_keys, check_cam_values
 
 # %% auto #0
 __all__ = ['minmax_norm', 'max_norm', 'tokens_to_grid', 'get_layer', 'capture_output', 'to_feature_map', 'cam_from_features',
@@ -556,9 +556,7 @@ class FileCAMSource(CAMSource):
         c = d['cams'][[have.index(k) for k in want.tolist()]] if len(want) else d['cams'][:0]
         if self.normalize_as == 'max': c = max_norm(c, relu=True)
         elif self.normalize_as == 'minmax': c = minmax_norm(c)
-        if c.size and not np.isfinite(c).all(): raise BadInputError(f"{p}: CAMs contain NaN or inf")
-        if c.size and (c.min() < -1e-3 or c.max() > 1 + 1e-3):
-            raise BadInputError(f"{p}: CAM values lie in [{c.min():.3g}, {c.max():.3g}], not [0,1]; pass normalize='max' or 'minmax'")
+        check_cam_values(c, p, hint="pass normalize='max' or 'minmax'")   # the range check metrics and crf make too
         if image is not None:
             image = check_image(image, f"image {image_id}")
             c = resize_cams(c, image.shape[:2]) if c.shape[0] else np.zeros((0, *image.shape[:2]), np.float32)

@@ -11,7 +11,7 @@ import torch
 from .core import BadInputError, MissingFileError, save_npy, progress, load_npy_safe
 
 # %% auto #0
-__all__ = ['save_cam_file', 'load_cam_file', 'convert_cam_files']
+__all__ = ['CAM_RANGE_TOL', 'check_cam_values', 'save_cam_file', 'load_cam_file', 'convert_cam_files']
 
 # %% ../nbs/01b_camfiles.ipynb #ac3478d6
 _CAM_FORMATS = ('wsss', 'clip_es', 'irn', 'mctformer')
@@ -46,6 +46,23 @@ def _check_maps(cams, keys, path, what='cams')->np.ndarray:
     return cams
 
 # %% ../nbs/01b_camfiles.ipynb #902ba3cd
+CAM_RANGE_TOL = 1e-3   # CAM values may stray this far outside [0, 1] (rounding), no further
+
+def check_cam_values(cams, # K×H×W maps (NumPy; any float or integer dtype)
+                     what:str='cams', # names the file or the input in the message
+                     hint:str|None=None, # how to fix it, appended to the message
+                    )->np.ndarray: # the maps, unchanged
+    "CAMs must be finite and lie in [0, 1] (± `CAM_RANGE_TOL`): a `BadInputError` naming `what` otherwise."
+    c = np.asarray(cams)
+    if c.size == 0: return c
+    if np.issubdtype(c.dtype, np.floating) and not np.isfinite(c).all(): raise BadInputError(f"{what}: CAMs contain NaN or inf")
+    lo, hi = float(c.min()), float(c.max())
+    if lo < -CAM_RANGE_TOL or hi > 1 + CAM_RANGE_TOL:
+        raise BadInputError(f"{what}: CAM values lie in [{lo:.3g}, {hi:.3g}], not [0, 1]; "
+                            + (hint or "normalise the maps first (max or min-max normalisation per map)"))
+    return c
+
+# %% ../nbs/01b_camfiles.ipynb #b1d57811
 _MAP_NAMES = {'clip_es': {'cams': 'attn_highres', 'initial': 'highres'}, 'irn': {'cams': 'high_res', 'strided': 'cam'}}
 
 def _layout(fmt:str, path:Path, keys:np.ndarray, cams:np.ndarray, maps:dict)->dict:
@@ -87,7 +104,7 @@ def save_cam_file(path:str|Path, # destination, `<dir>/<image_id>.npy`
     save_npy(path, _layout(fmt, path, keys, cams.astype(dtype, copy=False), maps))
     return path
 
-# %% ../nbs/01b_camfiles.ipynb #0ade7c2c
+# %% ../nbs/01b_camfiles.ipynb #7b52009b
 def _detect_format(d:dict, path)->str:
     if d and all(isinstance(k, (int, np.integer)) and not isinstance(k, bool) for k in d): return 'mctformer'
     if 'keys' not in d:
@@ -142,6 +159,7 @@ def load_cam_file(path:str|Path, # a `.npy` CAM file
         for k, v in obj.items():
             if k in ('keys', key): continue
             out[k] = _to_numpy(v, k, path) if isinstance(v, torch.Tensor) else v
+    map_dtype = str(cams.dtype)
     cams = cams.astype(np.float32, copy=False)
     if expect_keys is not None:
         exp = _check_keys(expect_keys, f"{path} (expected keys)")
@@ -151,10 +169,10 @@ def load_cam_file(path:str|Path, # a `.npy` CAM file
         keys, cams = keys[order], cams[order]
         for k, v in out.items():
             if isinstance(v, np.ndarray) and v.ndim >= 1 and v.shape[0] == len(order) and len(order) > 0: out[k] = v[order]
-    out.update(keys=keys, cams=cams, format=fmt, map_key=map_key)
+    out.update(keys=keys, cams=cams, format=fmt, map_key=map_key, map_dtype=map_dtype)
     return out
 
-# %% ../nbs/01b_camfiles.ipynb #1574bddb
+# %% ../nbs/01b_camfiles.ipynb #b3f0c7f6
 def convert_cam_files(src_dir:str|Path, # folder of `<image_id>.npy` CAM files
                       dst_dir:str|Path, # output folder (wsss format)
                       format:str='auto', # source format, as in `load_cam_file`

@@ -11,9 +11,9 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 # %% auto #0
-__all__ = ['WsssError', 'BadInputError', 'MissingFileError', 'default_device', 'seed_everything', 'rng_state', 'set_rng_state',
-           'atomic_write', 'save_npy', 'save_json', 'save_text', 'save_png', 'save_torch', 'load_torch',
-           'load_npy_safe', 'read_image', 'check_image', 'progress', 'parallel_map']
+__all__ = ['IMAGE_READ_ERRORS', 'WsssError', 'BadInputError', 'MissingFileError', 'default_device', 'seed_everything',
+           'rng_state', 'set_rng_state', 'atomic_write', 'save_npy', 'save_json', 'save_text', 'save_png', 'save_torch',
+           'load_torch', 'load_npy_safe', 'image_read_error', 'read_image', 'check_image', 'progress', 'parallel_map']
 
 # %% ../nbs/00_core.ipynb #ac3478d6
 class WsssError(Exception):
@@ -79,8 +79,10 @@ def atomic_write(path:str|Path, # the file to (over)write
             f.flush(); os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(FileNotFoundError): os.unlink(tmp)
+        if isinstance(e, OSError) and e.filename is None and e.errno is not None:   # disk full, quota, I/O error: say which file
+            raise OSError(e.errno, f"{e.strerror or e} (while writing {path})") from e
         raise
 
 def save_npy(path:str|Path, obj):
@@ -170,23 +172,38 @@ def load_npy_safe(path:str|Path, # a `.npy` file: a plain array, or a pickled ob
     return obj
 
 # %% ../nbs/00_core.ipynb #12c6fc06
+IMAGE_READ_ERRORS = (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError)
+
+def image_read_error(path, # the file PIL failed on
+                     e:Exception, # what PIL raised (one of `IMAGE_READ_ERRORS`)
+                     what:str='image', # how the message names the file's role ('image', 'mask', ...)
+                    )->BadInputError:
+    "The `BadInputError` for an image file PIL cannot read: a decompression bomb says so and how to allow it."
+    if isinstance(e, Image.DecompressionBombError):
+        return BadInputError(f"{path}: {what} is too large to open safely ({e}); if you trust the file, raise "
+                             f"PIL.Image.MAX_IMAGE_PIXELS (now {Image.MAX_IMAGE_PIXELS}; None turns the check off)")
+    return BadInputError(f"{path}: corrupt or unreadable {what} ({e})")
+
 def read_image(path:str|Path, # an image file PIL can read (JPEG, PNG, ...)
               )->np.ndarray: # H×W×3 uint8, RGB
-    "Read an image as RGB uint8, whatever its mode; clear errors for missing or corrupt files."
+    "Read an image as RGB uint8, whatever its mode; clear errors for missing, corrupt or too large files."
     path = Path(path)
     if not path.exists(): raise MissingFileError(f"{path}: image not found")
     try:
         with Image.open(path) as im:
             im.load()
-            if im.mode in ('I;16', 'I;16B', 'I', 'F'):
+            if im.mode in ('I;16', 'I;16B', 'I;16L', 'I', 'F'):
                 a = np.asarray(im, dtype=np.float64)
+                warnings.warn(f"{path}: {im.mode} (16/32-bit greyscale) image stretched to 8 bits by its own maximum "
+                              f"{a.max():g}, so grey levels are not comparable across images; convert the files to 8 bits "
+                              "with one fixed scale first (e.g. (a >> 8).astype(np.uint8) for 16-bit data)", stacklevel=2)
                 a = (a / max(a.max(), 1) * 255).round().astype(np.uint8)
                 return np.repeat(a[..., None], 3, axis=2)
             return np.asarray(im.convert('RGB'), dtype=np.uint8).copy()
-    except (UnidentifiedImageError, OSError, SyntaxError) as e:
-        raise BadInputError(f"{path}: corrupt or unreadable image ({e})") from e
+    except IMAGE_READ_ERRORS as e:
+        raise image_read_error(path, e) from e
 
-# %% ../nbs/00_core.ipynb #f6e1126c
+# %% ../nbs/00_core.ipynb #bc33ea4e
 def check_image(image, # H×W×3 uint8 RGB: NumPy array, torch tensor or array-like
                 what:str='image', # how the error names it
                )->np.ndarray: # the image as a NumPy array (not copied when it already is one)
@@ -198,9 +215,10 @@ def check_image(image, # H×W×3 uint8 RGB: NumPy array, torch tensor or array-l
         raise BadInputError(f"{what} must be H×W×3 uint8 RGB, got a {type(image).__name__}")
     if a.ndim != 3 or a.shape[2] != 3 or a.dtype != np.uint8:
         raise BadInputError(f"{what} must be H×W×3 uint8 RGB, got shape {a.shape} dtype {a.dtype}")
+    if a.shape[0] == 0 or a.shape[1] == 0: raise BadInputError(f"{what} is empty: shape {a.shape} (height and width must be > 0)")
     return a
 
-# %% ../nbs/00_core.ipynb #0a57cb53
+# %% ../nbs/00_core.ipynb #22d200f8
 def _in_live_notebook()->bool:
     if os.environ.get('WSSS_HEADLESS') or os.environ.get('PAPERMILL_INPUT_PATH') or os.environ.get('IN_TEST'): return False
     try:

@@ -12,7 +12,7 @@ import pydensecrf.densecrf as dcrf
 from pydensecrf.utils import unary_from_softmax, unary_from_labels
 from .core import BadInputError, MissingFileError, save_npy, parallel_map, check_image
 from .data import save_mask
-from .camfiles import load_cam_file
+from .camfiles import load_cam_file, check_cam_values
 
 # %% auto #0
 __all__ = ['CRF_PRESETS', 'DEEPLAB_MEAN_BGR', 'CRF_COLOURS', 'crf_params', 'crf_image', 'dense_crf', 'crf_from_labels',
@@ -79,7 +79,8 @@ def crf_image(image:np.ndarray, # H×W×3 uint8 RGB
     raise BadInputError(f"unknown CRF colour {colour!r}: use one of {CRF_COLOURS}")
 
 # %% ../nbs/04_crf.ipynb #7b52009b
-def _check_probs(probs, image, what='probs')->np.ndarray:
+def _check_probs(probs, image, what='probs', dtype='float32')->np.ndarray:
+    if dtype not in ('float32', 'float16'): raise BadInputError(f"dtype={dtype!r}: use 'float32' or 'float16' (CLIP-ES's arithmetic on its float16 files)")
     probs = np.asarray(probs)
     if probs.ndim != 3 or probs.shape[0] < 1:
         raise BadInputError(f"{what} must be N×H×W with N >= 1, got shape {probs.shape}")
@@ -87,9 +88,8 @@ def _check_probs(probs, image, what='probs')->np.ndarray:
         raise BadInputError(f"{what} are {probs.shape[1]}×{probs.shape[2]} but the image is {image.shape[0]}×{image.shape[1]}")
     if not np.issubdtype(probs.dtype, np.floating) and not np.issubdtype(probs.dtype, np.integer):
         raise BadInputError(f"{what} must be numeric, got {probs.dtype}")
-    probs = probs.astype(np.float32, copy=False)
-    if not np.isfinite(probs).all(): raise BadInputError(f"{what} contain NaN or inf")
-    return probs
+    check_cam_values(probs, what, hint="the CRF takes scores in [0, 1] (probabilities, or CAMs with a background plane)")
+    return probs.astype(dtype, copy=False)
 
 def _crf_model(image, n_labels, colour):
     h, w = image.shape[:2]
@@ -104,12 +104,13 @@ def dense_crf(image:np.ndarray, # H×W×3 uint8 RGB
               preset:str|dict='deeplab', # a name in `CRF_PRESETS` (or a dict)
               n_iter:int|None=None, # mean-field iterations (None: the preset's)
               colour:str='rgb', # colour image given to the bilateral kernel: 'rgb' or 'deeplab_wrap' (see `crf_image`)
+              dtype:str='float32', # arithmetic of the unary −log(clip(p)): 'float32', or 'float16' (CLIP-ES on its float16 files)
               **overrides, # CRF parameters replacing the preset's (gauss_sxy, bi_srgb, ...)
              )->np.ndarray: # Q: float32 N×H×W marginals, summing to 1 at each pixel
     "Dense CRF on probability maps, as the reference implementations call pydensecrf."
     p = crf_params(preset, n_iter, **overrides)
     image = check_image(image)
-    probs = _check_probs(probs, image)
+    probs = _check_probs(probs, image, dtype=dtype)
     n, h, w = probs.shape
     d, rgbim = _crf_model(image, n, colour)
     d.setUnaryEnergy(np.ascontiguousarray(unary_from_softmax(probs, clip=p['clip'])))
@@ -149,8 +150,8 @@ def _check_keys_cams(cams, keys, image=None)->tuple:
     if cams.ndim != 3: raise BadInputError(f"cams must be K×H×W, got shape {cams.shape}")
     if not np.issubdtype(cams.dtype, np.floating) and not np.issubdtype(cams.dtype, np.integer):
         raise BadInputError(f"cams must be numeric, got {cams.dtype}")
-    cams = cams.astype(np.float32, copy=False)
-    if not np.isfinite(cams).all(): raise BadInputError("cams contain NaN or inf")
+    check_cam_values(cams, 'cams')   # in [0, 1] up to rounding: the one range check (metrics, FileCAMSource)
+    cams = np.clip(cams.astype(np.float32, copy=False), 0, 1)   # the rounding noise: (1 − max)^α stays defined
     if keys is not None:
         keys = np.asarray(keys)
         if keys.ndim != 1 or (keys.size and not np.issubdtype(keys.dtype, np.integer)):
@@ -189,15 +190,18 @@ def make_ir_label(image:np.ndarray, # H×W×3 uint8 RGB
 def cams_with_background(cams:np.ndarray, # K×H×W CAMs in [0,1]
                          bg_power:float=1.0, # α of the background score (1 − max_k cam_k)^α (CLIP-ES: 1)
                          bg_threshold:float|None=None, # a constant background score instead (then bg_power is unused)
-                        )->np.ndarray: # float32 (K+1)×H×W: [bg; cams]
+                         dtype:str='float32', # 'float32', or 'float16': 1 − max and the power in float16, as CLIP-ES on its files
+                        )->np.ndarray: # (K+1)×H×W [bg; cams] in `dtype`
     "Prepend a background plane to CAMs: (1 − max)^α, or a constant."
     cams, _ = _check_keys_cams(cams, None)
-    if bg_threshold is not None: bg = np.full((1,) + cams.shape[1:], bg_threshold, np.float32)
+    if dtype not in ('float32', 'float16'): raise BadInputError(f"dtype={dtype!r}: use 'float32' or 'float16' (CLIP-ES's arithmetic on its float16 files)")
+    dt = np.dtype(dtype); cams = cams.astype(dt, copy=False)
+    if bg_threshold is not None: bg = np.full((1,) + cams.shape[1:], bg_threshold, dt)
     else:
         if not bg_power > 0: raise BadInputError(f"bg_power must be > 0, got {bg_power}")
-        mx = cams.max(0, keepdims=True) if len(cams) else np.zeros((1,) + cams.shape[1:], np.float32)
-        bg = np.power(1 - mx, bg_power, dtype=np.float32)
-    return np.concatenate([bg, cams]).astype(np.float32, copy=False)
+        mx = cams.max(0, keepdims=True) if len(cams) else np.zeros((1,) + cams.shape[1:], dt)
+        bg = np.power(1 - mx, dt.type(bg_power))   # in dt: float16 rounds 1 − max and the power as CLIP-ES does
+    return np.concatenate([bg, cams]).astype(dt, copy=False)
 
 def make_pseudo_mask(image:np.ndarray, # H×W×3 uint8 RGB
                      cams:np.ndarray, # K×H×W CAMs in [0,1] at the image's size
@@ -209,19 +213,20 @@ def make_pseudo_mask(image:np.ndarray, # H×W×3 uint8 RGB
                      colour:str='deeplab_wrap', # CLIP-ES's wrapped BGR-minus-mean colours (faithful); 'rgb' = raw colours
                      n_iter:int|None=None, # mean-field iterations (None: the preset's)
                      return_probs:bool=False, # also return Q ((K+1)×H×W)
+                     dtype:str='float32', # arithmetic of [bg; cams] and the unary: 'float32', or 'float16' (CLIP-ES on its float16 files)
                      **overrides, # CRF parameters replacing the preset's
                     ): # uint8 H×W mask: 0 bg, key+1, 255 unsure (or (mask, Q))
     "CLIP-ES pseudo mask: [bg; cams] → dense CRF → argmax through keys, low CRF confidence → 255."
     cams, keys = _check_keys_cams(cams, keys, image)
     if conf_threshold is not None and not 0 <= conf_threshold <= 1:
         raise BadInputError(f"conf_threshold must lie in [0, 1] or be None, got {conf_threshold}")
-    Q = dense_crf(image, cams_with_background(cams, bg_power, bg_threshold), preset, n_iter, colour=colour, **overrides)
+    Q = dense_crf(image, cams_with_background(cams, bg_power, bg_threshold, dtype), preset, n_iter, colour=colour, dtype=dtype, **overrides)
     lut = np.concatenate([[0], keys + 1]).astype(np.uint8)
     mask = lut[Q.argmax(0)]
     if conf_threshold is not None: mask[Q.max(0) < conf_threshold] = 255
     return (mask, Q) if return_probs else mask
 
-# %% ../nbs/04_crf.ipynb #bc33ea4e
+# %% ../nbs/04_crf.ipynb #7719a1c7
 def crf_scores(image:np.ndarray, # H×W×3 uint8 RGB
                cams:np.ndarray, # K×H×W CAMs in [0,1]
                keys, # int[K] class indices (0-based) aligned with cams
@@ -236,7 +241,7 @@ def crf_scores(image:np.ndarray, # H×W×3 uint8 RGB
     Q = dense_crf(image, cams_with_background(cams, alpha), preset, n_iter, colour=colour, **overrides)
     return {0: Q[0], **{int(k) + 1: Q[i + 1] for i, k in enumerate(keys)}}
 
-# %% ../nbs/04_crf.ipynb #972a67c4
+# %% ../nbs/04_crf.ipynb #cb7a1d77
 _JOBS = {}  # job token -> job dict, inherited by forked workers
 _job_counter = itertools.count()
 
@@ -254,7 +259,10 @@ def _mask_one(job:dict, iid:str):
         want = sorted(int(k) for k in np.asarray(ds.keys(iid)).ravel())
         if sorted(int(k) for k in keys.ravel()) != want:
             raise BadInputError(f"{cam_path}: CAM file holds classes {keys.ravel().tolist()} but image {iid!r} has classes {want}")
-    try: mask, Q = make_pseudo_mask(image, cams, keys, return_probs=True, **job['mask_kwargs'])
+    dtype = job['dtype']
+    if dtype == 'auto':   # CLIP-ES's float16 arithmetic for its own float16 files, float32 for everything else
+        dtype = 'float16' if isinstance(d, dict) and d.get('format') == 'clip_es' and d.get('map_dtype') == 'float16' else 'float32'
+    try: mask, Q = make_pseudo_mask(image, cams, keys, return_probs=True, dtype=dtype, **job['mask_kwargs'])
     except BadInputError as e: raise BadInputError(f"{cam_path}: {e}") from e
     if job['scores_dir'] is not None:
         save_npy(Path(job['scores_dir'])/f'{iid}.npy', {0: Q[0], **{int(k) + 1: Q[i + 1] for i, k in enumerate(keys.astype(np.int64))}})
@@ -275,6 +283,7 @@ def make_pseudo_masks(dataset, # object with .ids, .image(id) -> H×W×3 uint8, 
                       check_keys:bool=True, # CAM file classes must equal dataset.keys(id)
                       overwrite:bool=False, # redo images whose PNG exists
                       desc:str='pseudo masks', # progress-bar label
+                      dtype:str='auto', # 'auto': float16 arithmetic for CLIP-ES's float16 files (as eval_cam_with_crf.py), else float32
                       **mask_kwargs, # passed to make_pseudo_mask (bg_power, conf_threshold, preset, colour, ...)
                      )->dict: # dict(written, skipped, ignore_fraction)
     "Write CRF pseudo masks (VOC-palette PNGs) for a dataset's CAM files, in parallel, resuming finished images."
@@ -283,6 +292,7 @@ def make_pseudo_masks(dataset, # object with .ids, .image(id) -> H×W×3 uint8, 
     if out_dir is None and scores_dir is None: raise BadInputError("make_pseudo_masks: give out_dir, scores_dir or both")
     bad = set(mask_kwargs) & {'return_probs', 'image', 'cams', 'keys'}
     if bad: raise BadInputError(f"make_pseudo_masks: {sorted(bad)} cannot be passed through")
+    if dtype not in ('auto', 'float32', 'float16'): raise BadInputError(f"dtype={dtype!r}: use 'auto', 'float32' or 'float16'")
     crf_params(mask_kwargs.get('preset', 'deeplab'), mask_kwargs.get('n_iter'),
                **{k: v for k, v in mask_kwargs.items() if k in _CRF_KEYS and k != 'n_iter'})  # fail early on bad CRF settings
     ids = [str(i) for i in (dataset.ids if ids is None else ids)]
@@ -291,7 +301,7 @@ def make_pseudo_masks(dataset, # object with .ids, .image(id) -> H×W×3 uint8, 
     def done(i): return (out_dir is None or (out_dir/f'{i}.png').exists()) and (scores_dir is None or (Path(scores_dir)/f'{i}.npy').exists())
     todo = ids if overwrite else [i for i in ids if not done(i)]
     job = dict(dataset=dataset, cam_dir=cam_dir, out_dir=out_dir, scores_dir=scores_dir, check_keys=check_keys,
-               cam_loader=cam_loader or load_cam_file, mask_kwargs=mask_kwargs)
+               cam_loader=cam_loader or load_cam_file, mask_kwargs=mask_kwargs, dtype=dtype)
     if os.name == 'posix':
         token = next(_job_counter); _JOBS[token] = job
         try: ign = parallel_map(_mask_worker, [(token, i) for i in todo], n_jobs=n_jobs, desc=desc)

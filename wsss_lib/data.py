@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 from .core import (BadInputError, MissingFileError, atomic_write, save_json, save_npy, save_text,
-                           read_image, progress, parallel_map, load_npy_safe)
+                           read_image, progress, parallel_map, load_npy_safe, IMAGE_READ_ERRORS, image_read_error)
 
 # %% auto #0
 __all__ = ['VOC_CLASSES', 'COCO_CLASSES', 'COCO_CATEGORY_IDS', 'VOC_BACKGROUND', 'VOC_NAMES_CLIP_ES', 'COCO_CLASSES_CLIP_ES',
@@ -131,8 +131,8 @@ def read_mask(path:str|Path, # a mask PNG (palette, greyscale or VOC-coloured RG
                 mask = a.astype(np.uint8)
             elif mode in ('RGB', 'RGBA'): mask = _rgb_to_index(np.asarray(im.convert('RGB')), path)
             else: raise BadInputError(f"{path}: mask has image mode {mode!r}; expected a palette (P) or greyscale (L) PNG")
-    except (UnidentifiedImageError, OSError, SyntaxError) as e:
-        raise BadInputError(f"{path}: corrupt or unreadable mask ({e})") from e
+    except IMAGE_READ_ERRORS as e:
+        raise image_read_error(path, e, 'mask') from e
     return _check_values(mask, n_classes, path)
 
 def save_mask(path:str|Path, # where to write the PNG
@@ -386,8 +386,8 @@ class SegDataset:
         p = self.image_path(id_)
         try:
             with Image.open(p) as im: w, h = im.size
-        except (UnidentifiedImageError, OSError, SyntaxError) as e:
-            raise BadInputError(f"{p}: corrupt or unreadable image ({e})") from e
+        except IMAGE_READ_ERRORS as e:
+            raise image_read_error(p, e) from e   # corrupt, or a decompression bomb: named, never PIL's raw error
         return h, w
 
     def mask(self, id_:str, check_size:bool=True)->np.ndarray|None:

@@ -7,9 +7,9 @@ from __future__ import annotations
 import math, pickle, functools
 from pathlib import Path
 import numpy as np
-from PIL import Image, UnidentifiedImageError
-from .core import BadInputError, MissingFileError, WsssError, parallel_map, progress
-from .camfiles import load_cam_file
+from PIL import Image
+from .core import BadInputError, MissingFileError, WsssError, parallel_map, progress, IMAGE_READ_ERRORS, image_read_error
+from .camfiles import load_cam_file, check_cam_values
 
 # %% auto #0
 __all__ = ['DEFAULT_THRESHOLDS', 'DEFAULT_POWERS', 'confusion_matrix', 'iou_per_class', 'miou', 'precision_recall', 'scores',
@@ -121,10 +121,15 @@ def scores(conf:np.ndarray, # [n,n] confusion matrix (rows GT)
         present=[k for k, v in zip(names, present) if v], n_pixels=int(total))
 
 # %% ../nbs/02_metrics.ipynb #f1abd670
-def _work_dtype(cams:np.ndarray): return np.result_type(cams.dtype, np.float32)
+_DTYPES = ('float32', 'float16')
 
-def _check_cams(cams, keys, name:str|None=None, n_classes:int|None=None):
-    "Validated (cams K×H×W in the work dtype, keys int64[K])."
+def _work_dtype(cams:np.ndarray, dtype:str='float32'):
+    "The dtype decisions are computed in: float16 (CLIP-ES's arithmetic) or at least float32."
+    if dtype not in _DTYPES: raise BadInputError(f"dtype={dtype!r}: use 'float32' or 'float16' (CLIP-ES's arithmetic on its float16 files)")
+    return np.dtype(np.float16) if dtype == 'float16' else np.result_type(cams.dtype, np.float32)
+
+def _check_cams(cams, keys, name:str|None=None, n_classes:int|None=None, dtype:str='float32'):
+    "Validated (cams K×H×W in [0, 1], in the work dtype; keys int64[K])."
     what = name or 'cams'
     cams, keys = np.asarray(cams), np.asarray(keys)
     if cams.ndim != 3: raise BadInputError(f"{what}: cams must be K×H×W, got shape {cams.shape}")
@@ -135,9 +140,8 @@ def _check_cams(cams, keys, name:str|None=None, n_classes:int|None=None):
     if keys.size and (keys.min() < 0 or (n_classes is not None and keys.max() >= n_classes - 1)):
         raise BadInputError(f"{what}: keys {keys.tolist()} outside 0..{(n_classes or 0) - 2 if n_classes else 'C-1'} (keys are 0-based foreground classes)")
     if not np.issubdtype(cams.dtype, np.number): raise BadInputError(f"{what}: cams must be numeric, got {cams.dtype}")
-    cams = cams.astype(_work_dtype(cams), copy=False)
-    if not np.isfinite(cams).all(): raise BadInputError(f"{what}: cams contain NaN or infinite values")
-    return cams, keys
+    check_cam_values(cams, what)   # finite, in [0, 1]: the one check FileCAMSource and crf make too
+    return cams.astype(_work_dtype(cams, dtype), copy=False), keys
 
 def _fg_max(cams:np.ndarray, keys:np.ndarray)->tuple:
     "Per pixel: the foreground maximum m (−inf when K=0) and the class it would take (key+1; 0 when K=0)."
@@ -161,9 +165,10 @@ def cams_to_label(cams:np.ndarray, # K×H×W CAMs (float), aligned with keys
                   bg:float=0.15, # constant background score t (used when bg_power is None)
                   bg_power:float|None=None, # α: background = (1 − max_k cam_k)^α (CLIP-ES)
                   name:str|None=None, # file or id named in error messages
+                  dtype:str='float32', # arithmetic: 'float32', or 'float16' (CLIP-ES eval_cam.py on its float16 files)
                  )->np.ndarray: # H×W label map: 0 = bg, key+1 = class (uint8 when it fits)
     "Label map from CAMs: background plane prepended, argmax with ties to background, mapped through keys."
-    cams, keys = _check_cams(cams, keys, name)
+    cams, keys = _check_cams(cams, keys, name, dtype=dtype)
     m, cls = _fg_max(cams, keys)
     b = _power_bg(m, [bg_power])[0] if bg_power is not None else m.dtype.type(bg)
     lab = np.where(b >= m, 0, cls)
@@ -192,9 +197,10 @@ class CurveAccumulator:
             keys, # int [K]
             gt:np.ndarray, # H×W GT; values outside [0,n) ignored
             name:str|None=None, # named in error messages
+            dtype:str='float32', # arithmetic of the decisions, as in `cams_to_label`
            ):
         "Count one image."
-        cams, keys = _check_cams(cams, keys, name, self.n)
+        cams, keys = _check_cams(cams, keys, name, self.n, dtype)
         gt = np.asarray(gt)
         if gt.shape != cams.shape[1:]:
             raise BadInputError(f"{name or 'cams'}: CAMs are {'×'.join(map(str, cams.shape[1:]))} but the GT mask is {'×'.join(map(str, gt.shape))}")
@@ -330,8 +336,8 @@ def _read_index_png(path:Path, what:str)->np.ndarray:
             if im.mode in ('RGB', 'RGBA', 'CMYK', 'YCbCr', 'LA', 'PA'):
                 raise BadInputError(f"{path}: {what} is a {im.mode} colour image; expected a palette or greyscale PNG of class indices")
             return np.asarray(im).copy()
-    except (UnidentifiedImageError, OSError, SyntaxError) as e:
-        raise BadInputError(f"{path}: corrupt or unreadable {what} ({e})") from e
+    except IMAGE_READ_ERRORS as e:
+        raise image_read_error(path, e, what) from e
 
 def _read_gt(gt, i:str)->np.ndarray:
     if isinstance(gt, (str, Path)): return _read_index_png(Path(gt) / f'{i}.png', f"GT mask of '{i}'")
@@ -357,7 +363,14 @@ def _resolve_n(n_classes, gt)->int:
     cl = getattr(gt, 'classes', None)
     return len(cl) + 1 if cl is not None else 21
 
-def _load_cam(path:Path, loader, n:int)->tuple:
+def _file_dtype(d:dict, dtype:str)->str:
+    "dtype='auto': CLIP-ES's float16 arithmetic for files in its own layout stored as float16, float32 otherwise."
+    if dtype != 'auto': return dtype
+    stored = str(d.get('map_dtype', getattr(d['cams'], 'dtype', '')))
+    return 'float16' if d.get('format') == 'clip_es' and stored == 'float16' else 'float32'
+
+def _load_cam(path:Path, loader, n:int, dtype:str='auto')->tuple:
+    "(cams, keys, dtype used) of one CAM file, checked."
     if not path.exists(): raise MissingFileError(f"{path}: CAM file not found")
     loader = loader or load_cam_file
     try: d = loader(path)
@@ -365,7 +378,18 @@ def _load_cam(path:Path, loader, n:int)->tuple:
     except Exception as e: raise BadInputError(f"{path}: cannot read CAM file ({type(e).__name__}: {e})") from e
     if not isinstance(d, dict) or 'keys' not in d or 'cams' not in d:
         raise BadInputError(f"{path}: the CAM loader must return a dict with 'keys' and 'cams'")
-    return _check_cams(d['cams'], d['keys'], str(path), n)
+    dt = _file_dtype(d, dtype)
+    return (*_check_cams(d['cams'], d['keys'], str(path), n, dt), dt)
+
+def _check_image_keys(keys:np.ndarray, gt, i:str, g:np.ndarray, n:int, path):
+    "A CAM of a class the image does not have is an error; the classes: `gt.keys(i)` when gt has it, else the GT mask's."
+    if not isinstance(gt, (str, Path)) and callable(getattr(gt, 'keys', None)):
+        have, src = {int(k) for k in np.asarray(gt.keys(i)).ravel()}, 'its labels'
+    else: have, src = {int(v) - 1 for v in np.unique(g) if 0 < v < n}, 'its GT mask'
+    extra = sorted(set(keys.tolist()) - have)
+    if extra:
+        raise BadInputError(f"{path}: CAMs of classes {extra} that image '{i}' does not have ({src}: {sorted(have)}; "
+                            "0-based foreground indices); pass check_keys=False to score them anyway")
 
 def _chunks(ids:list, n_jobs:int|None)->list:
     import os
@@ -400,7 +424,7 @@ def evaluate_masks(pred_dir:str|Path, # folder of <id>.png label maps
                    ids=None, # ids, a split-list file, or None (dataset ids / all GT PNGs)
                    n_classes:int|None=None, # incl. background; default len(dataset.classes)+1, else 21
                    n_jobs:int|None=None, # worker processes (None: all cores)
-                   pred_invalid:str='ignore', # predicted values ≥ n (255): 'ignore', 'bg' or 'error'
+                   pred_invalid:str='error', # predicted values ≥ n (255): 'error', 'ignore' (reported as pred_ignored) or 'bg'
                    class_names:list|None=None, # for the per-class entries (default dataset.classes)
                   )->dict:
     "Score a folder of label PNGs against GT: `scores(...)` plus n_images, pred_ignored, per-image mIoU and the confusion matrix."
@@ -416,15 +440,16 @@ def evaluate_masks(pred_dir:str|Path, # folder of <id>.png label maps
 
 # %% ../nbs/02_metrics.ipynb #63266754
 def _cams_chunk(ids, args):
-    cam_dir, gt, n, bg, bg_power, loader = args
+    cam_dir, gt, n, bg, bg_power, loader, dtype, check_keys = args
     conf, per = np.zeros((n, n), np.int64), {}
     for i in ids:
         g = _read_gt(gt, i)
         path = Path(cam_dir) / f'{i}.npy'
-        cams, keys = _load_cam(path, loader, n)
+        cams, keys, dt = _load_cam(path, loader, n, dtype)
         if cams.shape[1:] != g.shape:
             raise BadInputError(f"{path}: CAMs are {'×'.join(map(str, cams.shape[1:]))} but the GT mask of '{i}' is {'×'.join(map(str, g.shape))}")
-        c = confusion_matrix(g, cams_to_label(cams, keys, bg, bg_power, str(path)), n, name=str(path))
+        if check_keys: _check_image_keys(keys, gt, i, g, n, path)
+        c = confusion_matrix(g, cams_to_label(cams, keys, bg, bg_power, str(path), dt), n, name=str(path))
         conf += c; per[i] = miou(c)
     return conf, per
 
@@ -437,11 +462,14 @@ def evaluate_cams(cam_dir:str|Path, # folder of <id>.npy CAM files
                   n_jobs:int|None=None, # worker processes (None: all cores)
                   cam_loader=None, # path -> dict(keys, cams); default wsss_lib.camfiles.load_cam_file
                   class_names:list|None=None, # for the per-class entries (default dataset.classes)
+                  dtype:str='auto', # 'auto' (float16 for CLIP-ES's float16 files, else float32), 'float32' or 'float16'
+                  check_keys:bool=True, # a CAM of a class the image does not have is an error
                  )->dict:
     "Score a folder of CAM files at one background setting: `scores(...)` plus n_images, per-image mIoU, confusion."
     ids, n = _resolve_ids(ids, gt), _resolve_n(n_classes, gt)
+    if dtype not in ('auto',) + _DTYPES: raise BadInputError(f"dtype={dtype!r}: use 'auto', 'float32' or 'float16'")
     if not Path(cam_dir).is_dir(): raise MissingFileError(f"{cam_dir}: CAM folder not found")
-    parts = _run(_cams_chunk, ids, n_jobs, 'evaluate CAMs', str(cam_dir), gt, n, bg_threshold, bg_power, cam_loader)
+    parts = _run(_cams_chunk, ids, n_jobs, 'evaluate CAMs', str(cam_dir), gt, n, bg_threshold, bg_power, cam_loader, dtype, check_keys)
     conf = sum((p[0] for p in parts), np.zeros((n, n), np.int64))
     per = {k: _none_nan(v) for p in parts for k, v in p[1].items()}
     return dict(scores(conf, class_names if class_names is not None else getattr(gt, 'classes', None)),
@@ -450,13 +478,14 @@ def evaluate_cams(cam_dir:str|Path, # folder of <id>.npy CAM files
 
 # %% ../nbs/02_metrics.ipynb #cb4e5208
 def _curve_chunk(ids, args):
-    cam_dir, gt, n, thresholds, powers, loader = args
+    cam_dir, gt, n, thresholds, powers, loader, dtype, check_keys = args
     acc = CurveAccumulator(n, thresholds, powers)
     for i in ids:
         g = _read_gt(gt, i)
         path = Path(cam_dir) / f'{i}.npy'
-        cams, keys = _load_cam(path, loader, n)
-        acc.add(cams, keys, g, str(path) + f" (GT of '{i}')")
+        cams, keys, dt = _load_cam(path, loader, n, dtype)
+        if check_keys and cams.shape[1:] == g.shape: _check_image_keys(keys, gt, i, g, n, path)
+        acc.add(cams, keys, g, str(path) + f" (GT of '{i}')", dt)
     return acc
 
 def threshold_curve(cam_dir:str|Path, # folder of <id>.npy CAM files
@@ -470,16 +499,19 @@ def threshold_curve(cam_dir:str|Path, # folder of <id>.npy CAM files
                     n_jobs:int|None=None, # worker processes (None: all cores)
                     cam_loader=None, # path -> dict(keys, cams); default wsss_lib.camfiles.load_cam_file
                     class_names:list|None=None, # for `Curve.scores`
+                    dtype:str='auto', # 'auto' (float16 for CLIP-ES's float16 files, else float32), 'float32' or 'float16'
+                    check_keys:bool=True, # a CAM of a class the image does not have is an error
                    )->ThresholdCurves:
     "Every background threshold's and power's mIoU in one pass over the CAM files: best setting, whole curve, plot."
     ids, n = _resolve_ids(ids, gt), _resolve_n(n_classes, gt)
+    if dtype not in ('auto',) + _DTYPES: raise BadInputError(f"dtype={dtype!r}: use 'auto', 'float32' or 'float16'")
     if not Path(cam_dir).is_dir(): raise MissingFileError(f"{cam_dir}: CAM folder not found")
-    parts = _run(_curve_chunk, ids, n_jobs, 'threshold curve', str(cam_dir), gt, n, thresholds, powers, cam_loader)
+    parts = _run(_curve_chunk, ids, n_jobs, 'threshold curve', str(cam_dir), gt, n, thresholds, powers, cam_loader, dtype, check_keys)
     acc = CurveAccumulator(n, thresholds, powers)
     for p in parts: acc += p
     return acc.result(convention, selection, class_names if class_names is not None else getattr(gt, 'classes', None))
 
-# %% ../nbs/02_metrics.ipynb #cb7a1d77
+# %% ../nbs/02_metrics.ipynb #761f22b2
 def _ap(scores:np.ndarray, pos:np.ndarray)->float:
     "Non-interpolated AP of one ranking (sklearn's definition; ties broken by a stable sort on -score)."
     if pos.sum() == 0: return float('nan')

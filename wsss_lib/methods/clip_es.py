@@ -295,10 +295,11 @@ def clip_es_pseudo_mask(image:np.ndarray, # H×W×3 uint8 RGB
                         conf_threshold:float|None=0.95, # μ (CLIP-ES: 0.95); None keeps every pixel
                         colour:str='deeplab_wrap', # official wrapped colours; 'rgb' for raw colours
                         return_probs:bool=False,
+                        dtype:str='float32', # 'float16': the official arithmetic on float16 maps (as eval_cam_with_crf.py on its files)
                        ):
     "CLIP-ES pseudo mask: [(1−max)^1; cams] → dense CRF (deeplab preset) → argmax via keys, confidence < μ → 255."
     return make_pseudo_mask(image, cams, keys, bg_power=1.0, conf_threshold=conf_threshold, preset='deeplab',
-                            colour=colour, return_probs=return_probs)
+                            colour=colour, return_probs=return_probs, dtype=dtype)
 
 def confidence_guided_loss(logits:torch.Tensor, # [B,C,H,W] segmentation logits
                            target:torch.Tensor, # [B,H,W] int labels (ignore_index allowed)
