@@ -10,7 +10,7 @@ PKG = Path(wsss_lib.__file__).resolve().parent
 
 # bottom to top; a module may import only modules of lower rank. Modules of one rank never import each other.
 LAYERS = [['core'], ['data'], ['synthetic', 'camfiles', 'shipped'], ['metrics', 'crf', 'cam'], ['clip'], ['affinity'],
-          ['train'], ['tiny'], ['seg'], ['methods.*'], ['dashboards'], ['cam_explorer', 'prompt_explorer', 'affinity_explorer'],
+          ['train'], ['irn'], ['tiny'], ['seg'], ['methods.*'], ['dashboards'], ['cam_explorer', 'prompt_explorer', 'affinity_explorer'],
           ['experiments'], ['runs'], ['execute'], ['cli']]
 RANK = {m: r for r, ms in enumerate(LAYERS) for m in ms}
 METHOD_PATH = re.compile(r'(wsss_lib\.)?methods\.\w+')   # a string naming one method's module (the package alone is cam's discovery)
