@@ -140,6 +140,7 @@ class BoundaryNet(nn.Module):
         self.heads = nn.ModuleList([_edge_head(c, width, gn_groups, max(1, r // stride)) for c, r in zip(chs, red)])
         self.fuse = nn.Conv2d(width * len(chs), 1, 1, bias=True)
         for p in self.backbone.parameters(): p.requires_grad_(False)
+        self.backbone.eval()   # frozen from the start, not only after train()
 
     def load_backbone(self, path)->list[str]:
         "Load backbone weights from a local safetensors / torch checkpoint: every stage weight must be there; returns the unused keys (the classifier)."
@@ -273,7 +274,7 @@ def __getitem__(self:IRLabelCrops, n:int):
     cl = np.full((c, c), 255, np.uint8); cl[cont] = lab[src]
     return torch.from_numpy(ci.transpose(2, 0, 1).copy()), torch.from_numpy(downsample_label(cl, self.stride).astype(np.int64))
 
-# %% ../nbs/06a_irn.ipynb #b6692ea5
+# %% ../nbs/06a_irn.ipynb #f1f836cb
 def irn_step(net:BoundaryNet, batch)->tuple[torch.Tensor,dict]:
     "One IRN training step: affinities of the crops' boundary maps against the crops' pair labels."
     x, lab = batch
@@ -292,7 +293,7 @@ def irn_trainer(net:BoundaryNet, # the boundary network (its `radius` = the trai
     kw = dict(name='irn', desc='IRN', drop_last=len(crops) >= batch_size, **trainer_kw)
     return Trainer(net, opt, irn_step, crops, epochs=epochs, batch_size=batch_size, schedule=Poly(steps, power=0.9), seed=seed, **kw)
 
-# %% ../nbs/06a_irn.ipynb #972a67c4
+# %% ../nbs/06a_irn.ipynb #fc074d50
 def irn_random_walk(cams:torch.Tensor|np.ndarray, # (K, h, w) stride-4 CAMs of the present classes
                     boundary:torch.Tensor|np.ndarray, # (h, w) boundary probabilities (`BoundaryNet.image_boundary`)
                     beta:float=10, exp_times:int=8, radius:int=5, # IRN's make_sem_seg_labels settings
@@ -311,7 +312,7 @@ def irn_random_walk(cams:torch.Tensor|np.ndarray, # (K, h, w) stride-4 CAMs of t
     else: v = random_walk(v, aff, beta=beta, logt=exp_times, radius=r, backend=backend)
     return v[:, :h, r:r + w]
 
-# %% ../nbs/06a_irn.ipynb #92cfceb3
+# %% ../nbs/06a_irn.ipynb #0286dd55
 def strided_cams(cams:np.ndarray|torch.Tensor, # (K, H, W) full-resolution CAMs
                  stride:int=4,
                 )->torch.Tensor:
@@ -340,7 +341,7 @@ def irn_label(cams, # (K, h, w) stride-4 CAMs of the present classes
     v = torch.cat([torch.full((1, H, W), float(sem_seg_bg_thres), device=up.device), up])
     return np.concatenate([[0], keys + 1]).astype(np.uint8)[v.argmax(0).cpu().numpy()]
 
-# %% ../nbs/06a_irn.ipynb #827bfc45
+# %% ../nbs/06a_irn.ipynb #64e095fe
 @patch
 def pseudo_mask(self:BoundaryNet, image:np.ndarray, # H×W×3 uint8 RGB
                 cams, keys, # (K, h, w) stride-4 CAMs (or (K, H, W): reduced by `strided_cams`) and their class indices
