@@ -1,0 +1,139 @@
+"""CLIMS pipeline notebook (nbs/experiments/clims.ipynb) end to end on CPU, smoke settings (a tiny synthetic world, the
+shipped tiny CNN as the baseline CAM and the shipped tiny CLIP): the files and metrics of every stage, that the
+written CAMs evaluate to what the notebook reported, a rerun that resumes without rewriting anything, a SIGKILL during
+training followed by a resume that gives the same metrics as the uninterrupted run, CLIMS+ and a loss ablation, the
+'irn' placeholder's error, and the presets' loss weights, τ and schedule against the reference table."""
+import json, os, signal, subprocess, sys, time
+from pathlib import Path
+import numpy as np
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+SPEC = yaml.safe_load((REPO/'nbs'/'experiments'/'clims.yaml').read_text())
+# clims_mcis.md A3: the improved version's VOC/COCO and the camera-ready settings
+REFERENCE = {'voc': dict(weights=(10, 24, 1, 0.2), cbs_threshold=0.26, epochs=15, batch_size=16, lr=2.5e-4, head_lr_mult=10,
+                         weight_decay=1e-4, power=0.9, momentum_quirk=True, resize_long=(320, 640), crop=512),
+             'coco': dict(weights=(2, 14, 1.25, 0.2), cbs_threshold=0.285, epochs=8, batch_size=16, lr=5e-4),
+             'camera_ready': dict(weights=(10, 25, 29.5, 1.15), epochs=10, batch_size=16, lr=2.5e-4)}
+
+
+def _stable(m):
+    "The metrics that must not depend on an interruption (timings and per-epoch seconds left out)."
+    out = {k: v for k, v in m.items() if k not in ('timing', 'train')}
+    out['history'] = [{k: v for k, v in h.items() if k != 'seconds'} for h in m['train']['history']]
+    return out
+
+
+@pytest.fixture(scope='module')
+def run_experiment_nb():
+    "conftest's runner, module-scoped here so that one reference run serves every test."
+    papermill = pytest.importorskip('papermill')
+    os.environ.setdefault('MPLBACKEND', 'Agg')
+    def run(name, out_nb, **params):
+        papermill.execute_notebook(str(REPO/'nbs'/'experiments'/f'{name}.ipynb'), str(out_nb), parameters=params,
+                                   kernel_name='python3', progress_bar=False, cwd=str(REPO))
+    return run
+
+
+@pytest.fixture(scope='module')
+def smoke_run(tmp_path_factory, run_experiment_nb):
+    "One uninterrupted smoke run under papermill (the reference of the resume tests)."
+    d = tmp_path_factory.mktemp('clims')
+    run_experiment_nb('clims', d/'out.ipynb', run_dir=str(d/'run'), smoke=True, n_jobs=1)
+    return d
+
+
+def test_clims_smoke_files_metrics_and_resume(smoke_run, run_experiment_nb):
+    from wsss_lib.camfiles import load_cam_file
+    from wsss_lib.data import SegDataset, read_mask
+    from wsss_lib.metrics import threshold_curve, evaluate_cams
+    run = smoke_run/'run'
+    m = json.loads((run/'metrics.json').read_text())
+    ds = SegDataset(run/'data', 'val')
+    for d in ('cams_baseline', 'cams'):
+        files = sorted((run/d).glob('*.npy'))
+        assert [f.stem for f in files] == sorted(ds.ids)
+        for f in files:
+            c = load_cam_file(f)
+            H, W = ds.image(f.stem).shape[:2]
+            assert c['keys'].tolist() == ds.keys(f.stem).tolist() and c['cams'].shape[1:] == (H, W)
+            assert 0 <= c['cams'].min() and c['cams'].max() <= 1
+            if d == 'cams':   # make_clims's stride-4 `cam` beside `high_res`
+                s = load_cam_file(f, key='strided')['cams']
+                assert s.shape[1:] == ((H - 1) // 4 + 1, (W - 1) // 4 + 1) and s.max() <= 1
+    h = m['train']['history']
+    assert len(h) == 3 and all(np.isfinite(e['loss']) and {'otm', 'btm', 'cbs', 'reg'} <= set(e) for e in h)
+    # the presets' values reach the run: the reference's VOC weights and τ
+    assert tuple(m['train']['weights']) == REFERENCE['voc']['weights'] and m['train']['cbs_threshold'] == REFERENCE['voc']['cbs_threshold']
+    assert m['train']['momentum_quirk'] is True
+    # CLIMS's convention (bg 0.15) and the curve, recomputed from the files
+    assert abs(evaluate_cams(run/'cams', ds, bg_threshold=0.15, n_jobs=1)['miou'] - m['cams']['miou']) < 1e-12
+    cur = threshold_curve(run/'cams', ds, powers=None, n_jobs=1).threshold
+    assert abs(cur.best['miou'] - m['cams']['best']['miou']) < 1e-12 and cur.best_value == m['cams']['best']['t']
+    for k in ('baseline', 'cams'): assert 0 <= m[k]['fp'] <= 1 and 0 <= m[k]['best']['fp'] <= 1
+    for i in ds.ids:
+        mk = read_mask(run/'masks'/f'{i}.png')
+        assert mk.shape == ds.image(i).shape[:2] and set(np.unique(mk).tolist()) <= {0} | {int(k) + 1 for k in ds.keys(i)}
+    assert 0 <= m['crf']['miou'] <= 1 and m['crf']['bg_threshold'] == m['cams']['best']['t']
+    assert set(m['table']) == {'baseline CAM', 'CLIMS CAM', '+ CRF'} and (run/'figures'/'overlays.png').stat().st_size > 0
+    # rerun: nothing retrained, no CAM or mask rewritten, the same metrics
+    before = {p: p.stat().st_mtime_ns for d in ('cams', 'cams_baseline', 'masks') for p in (run/d).iterdir()}
+    run_experiment_nb('clims', smoke_run/'out2.ipynb', run_dir=str(run), smoke=True, n_jobs=1)
+    assert {p: p.stat().st_mtime_ns for d in ('cams', 'cams_baseline', 'masks') for p in (run/d).iterdir()} == before
+    text = (smoke_run/'out2.ipynb').read_text()
+    assert 'CLIMS 1/3: loss' in (smoke_run/'out.ipynb').read_text() and 'CLIMS 1/3: loss' not in text and 'CLIMS CAMs: 0 written' in text
+    assert _stable(json.loads((run/'metrics.json').read_text())) == _stable(m)
+
+
+def test_clims_sigkill_during_training_then_resume(smoke_run, tmp_path):
+    "`wsss run clims --preset smoke` killed (SIGKILL) after its first epoch's checkpoint, resumed: the uninterrupted metrics."
+    runs, exps = tmp_path/'runs', REPO/'nbs'/'experiments'
+    env = dict(os.environ, WSSS_RUNS=str(runs), WSSS_EXPERIMENTS=str(exps), WSSS_DEVICE='cpu'); env.pop('IN_TEST', None)
+    cmd = [sys.executable, '-m', 'wsss_lib.cli', 'run', 'clims', '--preset', 'smoke', '-p', 'n_jobs', '1', '--run-id', 'killed', '--no-progress']
+    d = runs/'clims'/'killed'
+    p = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd='/')
+    t0 = time.time()
+    while not (d/'checkpoints'/'clims.pt').exists():
+        assert p.poll() is None and time.time() - t0 < 240, 'the run ended before its first checkpoint'
+        time.sleep(0.05)
+    assert p.poll() is None, 'the run finished before it could be killed'
+    p.send_signal(signal.SIGKILL); p.wait(30); time.sleep(2)
+    assert not (d/'metrics.json').exists() or 'crf' not in json.loads((d/'metrics.json').read_text())
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd='/', timeout=400)
+    assert r.returncode == 0, r.stdout + r.stderr
+    log = (d/'log.txt').read_text()
+    assert 'CLIMS 1/3: loss' not in log.split('=== attempt 2')[-1]      # epoch 1 was not trained again
+    assert _stable(json.loads((d/'metrics.json').read_text())) == _stable(json.loads((smoke_run/'run'/'metrics.json').read_text()))
+
+
+def test_clims_plus_ablation_and_irn_placeholder(tmp_path, run_experiment_nb):
+    from papermill.exceptions import PapermillExecutionError
+    run = tmp_path/'plus'
+    run_experiment_nb('clims', tmp_path/'plus.ipynb', run_dir=str(run), smoke=True, n_jobs=1, variant='clims_plus',
+                      losses=['reg'], stages=['train'], bg_top_k=2)
+    m = json.loads((run/'metrics.json').read_text())
+    assert all(set(h) >= {'nce', 'reg'} and 'otm' not in h for h in m['train']['history'])
+    bg = json.loads((run/'bg_texts.json').read_text())
+    info = json.loads((run/'data'/'dataset.json').read_text())
+    assert len(bg) == 12 and all(len(v) == 2 and set(v) <= set(info['background_texts']) for v in bg.values())
+    with pytest.raises(PapermillExecutionError, match='not built yet'):
+        run_experiment_nb('clims', tmp_path/'irn.ipynb', run_dir=str(tmp_path/'irn'), smoke=True, stages=['baseline', 'irn'])
+    # 'irn' is in no default: neither the notebook's stages nor any preset's
+    src = json.loads((REPO/'nbs'/'experiments'/'clims.ipynb').read_text())
+    params = next(''.join(c['source']) for c in src['cells'] if 'parameters' in c.get('metadata', {}).get('tags', []))
+    assert "stages = ['baseline', 'train', 'cams', 'crf']" in params
+    assert all('irn' not in p.get('stages', []) for p in SPEC['presets'].values())
+
+
+def test_presets_match_the_reference_table():
+    from wsss_lib.methods.clims import clims_settings
+    for name, ref in REFERENCE.items():
+        s = clims_settings(name)
+        for k, v in ref.items(): assert s[k] == (tuple(v) if isinstance(v, tuple) else v), (name, k, s[k], v)
+    paper = SPEC['presets']['paper']
+    assert paper['settings'] == 'voc' and 'weights' not in paper and 'cbs_threshold' not in paper   # weights and τ: the VOC table's
+    ref = REFERENCE['voc']
+    for k in ('epochs', 'batch_size', 'lr', 'crop', 'momentum_quirk'): assert paper[k] == ref[k], k
+    assert tuple(paper['resize_long']) == ref['resize_long'] and paper['scales'] == [1.0, 0.5, 1.5, 2.0] and paper['bg_threshold'] == 0.15
+    for p in SPEC['presets'].values(): assert 'weights' not in p and 'cbs_threshold' not in p and p.get('settings', 'voc') == 'voc'
