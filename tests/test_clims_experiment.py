@@ -1,8 +1,8 @@
 """CLIMS pipeline notebook (nbs/experiments/clims.ipynb) end to end on CPU, smoke settings (a tiny synthetic world, the
 shipped tiny CNN as the baseline CAM and the shipped tiny CLIP): the files and metrics of every stage, that the
 written CAMs evaluate to what the notebook reported, a rerun that resumes without rewriting anything, a SIGKILL during
-training followed by a resume that gives the same metrics as the uninterrupted run, CLIMS+ and a loss ablation, the
-'irn' placeholder's error, and the presets' loss weights, τ and schedule against the reference table."""
+training followed by a resume that gives the same metrics as the uninterrupted run, CLIMS+ and a loss ablation, the IRN
+stage's masks, and the presets' loss weights, τ, schedule and IRN settings against the reference tables."""
 import json, os, signal, subprocess, sys, time
 from pathlib import Path
 import numpy as np
@@ -20,8 +20,9 @@ REFERENCE = {'voc': dict(weights=(10, 24, 1, 0.2), cbs_threshold=0.26, epochs=15
 
 def _stable(m):
     "The metrics that must not depend on an interruption (timings and per-epoch seconds left out)."
-    out = {k: v for k, v in m.items() if k not in ('timing', 'train')}
+    out = {k: v for k, v in m.items() if k not in ('timing', 'train', 'irn')}
     out['history'] = [{k: v for k, v in h.items() if k != 'seconds'} for h in m['train']['history']]
+    if 'irn' in m: out['irn'] = dict(m['irn'], history=[{k: v for k, v in h.items() if k != 'seconds'} for h in m['irn']['history']])
     return out
 
 
@@ -76,13 +77,24 @@ def test_clims_smoke_files_metrics_and_resume(smoke_run, run_experiment_nb):
         mk = read_mask(run/'masks'/f'{i}.png')
         assert mk.shape == ds.image(i).shape[:2] and set(np.unique(mk).tolist()) <= {0} | {int(k) + 1 for k in ds.keys(i)}
     assert 0 <= m['crf']['miou'] <= 1 and m['crf']['bg_threshold'] == m['cams']['best']['t']
-    assert set(m['table']) == {'baseline CAM', 'CLIMS CAM', '+ CRF'} and (run/'figures'/'overlays.png').stat().st_size > 0
+    assert set(m['table']) == {'baseline CAM', 'CLIMS CAM', '+ CRF', '+ IRN'} and (run/'figures'/'overlays.png').stat().st_size > 0
+    # IRN: an IR label and a walked mask per image, scored as reported, with CLIMS's thresholds
+    from wsss_lib.metrics import evaluate_masks
+    for i in ds.ids:
+        ir, mk = read_mask(run/'ir_labels'/f'{i}.png'), read_mask(run/'irn_masks'/f'{i}.png')
+        assert set(np.unique(ir).tolist()) <= {0, 255} | {int(k) + 1 for k in ds.keys(i)}
+        assert mk.shape == ds.image(i).shape[:2] and set(np.unique(mk).tolist()) <= {0} | {int(k) + 1 for k in ds.keys(i)}
+    assert abs(evaluate_masks(run/'irn_masks', ds, n_jobs=1)['miou'] - m['irn']['miou']) < 1e-12
+    assert (m['irn']['conf_fg_thres'], m['irn']['conf_bg_thres'], m['irn']['sem_seg_bg_thres']) == (0.30, 0.10, 0.2)
+    assert len(m['irn']['history']) == 1 and np.isfinite(m['irn']['history'][0]['loss'])
     # rerun: nothing retrained, no CAM or mask rewritten, the same metrics
-    before = {p: p.stat().st_mtime_ns for d in ('cams', 'cams_baseline', 'masks') for p in (run/d).iterdir()}
+    dirs = ('cams', 'cams_baseline', 'masks', 'ir_labels', 'irn_masks')
+    before = {p: p.stat().st_mtime_ns for d in dirs for p in (run/d).iterdir()}
     run_experiment_nb('clims', smoke_run/'out2.ipynb', run_dir=str(run), smoke=True, n_jobs=1)
-    assert {p: p.stat().st_mtime_ns for d in ('cams', 'cams_baseline', 'masks') for p in (run/d).iterdir()} == before
+    assert {p: p.stat().st_mtime_ns for d in dirs for p in (run/d).iterdir()} == before
     text = (smoke_run/'out2.ipynb').read_text()
     assert 'CLIMS 1/3: loss' in (smoke_run/'out.ipynb').read_text() and 'CLIMS 1/3: loss' not in text and 'CLIMS CAMs: 0 written' in text
+    assert 'IRN 1/1: loss' in (smoke_run/'out.ipynb').read_text() and 'IRN 1/1: loss' not in text   # the boundary net not retrained
     assert _stable(json.loads((run/'metrics.json').read_text())) == _stable(m)
 
 
@@ -107,7 +119,7 @@ def test_clims_sigkill_during_training_then_resume(smoke_run, tmp_path):
     assert _stable(json.loads((d/'metrics.json').read_text())) == _stable(json.loads((smoke_run/'run'/'metrics.json').read_text()))
 
 
-def test_clims_plus_ablation_and_irn_placeholder(tmp_path, run_experiment_nb):
+def test_clims_plus_ablation_and_stage_order(tmp_path, run_experiment_nb):
     from papermill.exceptions import PapermillExecutionError
     run = tmp_path/'plus'
     run_experiment_nb('clims', tmp_path/'plus.ipynb', run_dir=str(run), smoke=True, n_jobs=1, variant='clims_plus',
@@ -117,13 +129,13 @@ def test_clims_plus_ablation_and_irn_placeholder(tmp_path, run_experiment_nb):
     bg = json.loads((run/'bg_texts.json').read_text())
     info = json.loads((run/'data'/'dataset.json').read_text())
     assert len(bg) == 12 and all(len(v) == 2 and set(v) <= set(info['background_texts']) for v in bg.values())
-    with pytest.raises(PapermillExecutionError, match='not built yet'):
-        run_experiment_nb('clims', tmp_path/'irn.ipynb', run_dir=str(tmp_path/'irn'), smoke=True, stages=['baseline', 'irn'])
-    # 'irn' is in no default: neither the notebook's stages nor any preset's
+    with pytest.raises(PapermillExecutionError, match="stage 'irn' needs the CAMs"):   # IRN walks CAMs: none were made here
+        run_experiment_nb('clims', tmp_path/'irn.ipynb', run_dir=str(run), smoke=True, stages=['irn'])
+    with pytest.raises(PapermillExecutionError, match='resnet50_tv_in1k'):   # the paper's ImageNet backbone must be a local file
+        run_experiment_nb('clims', tmp_path/'w.ipynb', run_dir=str(tmp_path/'w'), smoke=True, irn_weights='resnet50_tv_in1k.safetensors')
     src = json.loads((REPO/'nbs'/'experiments'/'clims.ipynb').read_text())
     params = next(''.join(c['source']) for c in src['cells'] if 'parameters' in c.get('metadata', {}).get('tags', []))
-    assert "stages = ['baseline', 'train', 'cams', 'crf']" in params
-    assert all('irn' not in p.get('stages', []) for p in SPEC['presets'].values())
+    assert "stages = ['baseline', 'train', 'cams', 'crf', 'irn']" in params
 
 
 def test_presets_match_the_reference_table():
@@ -137,3 +149,7 @@ def test_presets_match_the_reference_table():
     for k in ('epochs', 'batch_size', 'lr', 'crop', 'momentum_quirk'): assert paper[k] == ref[k], k
     assert tuple(paper['resize_long']) == ref['resize_long'] and paper['scales'] == [1.0, 0.5, 1.5, 2.0] and paper['bg_threshold'] == 0.15
     for p in SPEC['presets'].values(): assert 'weights' not in p and 'cbs_threshold' not in p and p.get('settings', 'voc') == 'voc'
+    from wsss_lib.irn import IRN_TRAIN, IRN_PRESETS   # IRN's train_irn settings and CLIMS's run_sample.py thresholds
+    assert (paper['irn_epochs'], paper['irn_batch_size'], paper['irn_crop'], paper['irn_lr'], paper['irn_backbone']) == \
+           (IRN_TRAIN['epochs'], IRN_TRAIN['batch_size'], IRN_TRAIN['crop'], IRN_TRAIN['lr'], 'resnet50')
+    assert paper['irn_preset'] == 'clims' and IRN_PRESETS['clims'] == dict(conf_fg_thres=0.30, conf_bg_thres=0.10, sem_seg_bg_thres=0.2)
