@@ -139,11 +139,17 @@ def source_cams(source, # a CAMSource (or anything with `.cams`)
                 image_id:str|None=None,
                 layer:str|None=None, # one of `source.layers()` (None: the source's own)
                )->dict: # {variant: K×H×W float32 in [0,1]}
-    "Every CAM variant of one image from one source, in one heavy call."
+    "Every CAM variant of one image from one source, in one heavy call, each at the image's size."
     source = as_cam_source(source)
     if layer is not None and layer not in source.layers(): raise BadInputError(f"layer {layer!r} is not one of {source.layers()}")
     r = source.compute(image, np.asarray(keys, np.int64), image_id, **({} if layer is None else dict(layer=layer)))
-    return {v: np.asarray(r[v], np.float32) for v in source.variants() if v in r}
+    return {v: _at_image_size(np.asarray(r[v], np.float32), image.shape[:2]) for v in source.variants() if v in r}
+
+def _at_image_size(m:np.ndarray, hw:tuple)->np.ndarray:
+    "A variant made at another size (IRN's stride-4 `strided` map) bilinearly resized, so every view lays it over the image."
+    if m.shape[1:] == tuple(hw) or len(m) == 0: return m
+    t = F.interpolate(torch.from_numpy(m)[None], size=tuple(hw), mode='bilinear', align_corners=False)[0]
+    return t.clamp_(0, 1).numpy()
 
 # %% ../nbs/20_dashboards.ipynb #0716d970
 def demo_clip(model:str='auto', # open_clip model name, or 'auto'
