@@ -13,7 +13,8 @@ from PIL import Image, UnidentifiedImageError
 # %% auto #0
 __all__ = ['IMAGE_READ_ERRORS', 'WsssError', 'BadInputError', 'MissingFileError', 'default_device', 'seed_everything',
            'rng_state', 'set_rng_state', 'atomic_write', 'save_npy', 'save_json', 'save_text', 'save_png', 'save_torch',
-           'load_torch', 'load_npy_safe', 'image_read_error', 'read_image', 'check_image', 'progress', 'parallel_map']
+           'load_torch', 'read_state_dict', 'load_npy_safe', 'image_read_error', 'read_image', 'check_image',
+           'progress', 'parallel_map']
 
 # %% ../nbs/00_core.ipynb #ac3478d6
 class WsssError(Exception):
@@ -125,7 +126,24 @@ def load_torch(path:str|Path, map_location='cpu'):
     try: return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e: raise BadInputError(f"{path}: cannot load checkpoint ({type(e).__name__}: {e})") from e
 
-# %% ../nbs/00_core.ipynb #0716d970
+# %% ../nbs/00_core.ipynb #1574bddb
+def read_state_dict(src, # a path to a torch (`weights_only`) or safetensors checkpoint, or a state dict
+                   )->tuple[dict, str]: # (the state dict, a name for messages)
+    "A checkpoint's state dict, unwrapped from `model` / `state_dict` entries; a `BadInputError` naming it when it is none."
+    if isinstance(src, dict): sd, name = src, 'state dict'
+    else:
+        p, name = Path(src), str(src)
+        if not p.exists(): raise MissingFileError(f"{p}: checkpoint not found")
+        if p.suffix == '.safetensors':
+            from safetensors.torch import load_file
+            sd = load_file(str(p))
+        else: sd = load_torch(p)
+    for k in ('model', 'state_dict'):
+        if isinstance(sd, dict) and k in sd and isinstance(sd[k], dict): sd = sd[k]
+    if not isinstance(sd, dict): raise BadInputError(f"{name}: not a state dict")
+    return dict(sd), name
+
+# %% ../nbs/00_core.ipynb #91032ad7
 _NPY_GLOBALS = {('numpy', 'ndarray'), ('numpy', 'dtype'), ('_codecs', 'encode'),
                 ('numpy.core.multiarray', '_reconstruct'), ('numpy.core.multiarray', 'scalar'),
                 ('numpy._core.multiarray', '_reconstruct'), ('numpy._core.multiarray', 'scalar'),
@@ -171,7 +189,7 @@ def load_npy_safe(path:str|Path, # a `.npy` file: a plain array, or a pickled ob
     if isinstance(obj, np.ndarray) and obj.dtype == object and obj.ndim == 0: obj = obj.item()
     return obj
 
-# %% ../nbs/00_core.ipynb #12c6fc06
+# %% ../nbs/00_core.ipynb #f6e1126c
 IMAGE_READ_ERRORS = (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError)
 
 def image_read_error(path, # the file PIL failed on
@@ -203,7 +221,7 @@ def read_image(path:str|Path, # an image file PIL can read (JPEG, PNG, ...)
     except IMAGE_READ_ERRORS as e:
         raise image_read_error(path, e) from e
 
-# %% ../nbs/00_core.ipynb #bc33ea4e
+# %% ../nbs/00_core.ipynb #22d200f8
 def check_image(image, # H×W×3 uint8 RGB: NumPy array, torch tensor or array-like
                 what:str='image', # how the error names it
                )->np.ndarray: # the image as a NumPy array (not copied when it already is one)
@@ -218,7 +236,7 @@ def check_image(image, # H×W×3 uint8 RGB: NumPy array, torch tensor or array-l
     if a.shape[0] == 0 or a.shape[1] == 0: raise BadInputError(f"{what} is empty: shape {a.shape} (height and width must be > 0)")
     return a
 
-# %% ../nbs/00_core.ipynb #22d200f8
+# %% ../nbs/00_core.ipynb #b6692ea5
 def _in_live_notebook()->bool:
     if os.environ.get('WSSS_HEADLESS') or os.environ.get('PAPERMILL_INPUT_PATH') or os.environ.get('IN_TEST'): return False
     try:

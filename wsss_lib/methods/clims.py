@@ -13,7 +13,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from PIL import Image
 from fastcore.basics import patch
-from ..core import BadInputError, MissingFileError, load_torch, default_device, check_image, save_json, progress
+from ..core import BadInputError, MissingFileError, load_torch, read_state_dict, default_device, check_image, save_json, progress
 from ..data import VOC_CLASSES, COCO_CLASSES, VOC_BACKGROUND, IMAGENET_MEAN, IMAGENET_STD, CLIP_MEAN, CLIP_STD
 from ..cam import CAMSource, register_cam_source, max_norm, get_layer
 from ..clip import Clip, clip_image_features
@@ -149,21 +149,6 @@ def official_to_clims(sd:dict, # an official res50_cam.pth / res50_clims.pth sta
         out[name] = v
     return out
 
-def _state_dict(src)->tuple[dict, str]:
-    if isinstance(src, dict): sd, name = src, 'state dict'
-    else:
-        p = Path(src)
-        if not p.exists(): raise MissingFileError(f"{p}: checkpoint not found")
-        if p.suffix == '.safetensors':
-            from safetensors.torch import load_file
-            sd = load_file(str(p))
-        else: sd = load_torch(p)
-        name = str(p)
-    for k in ('model', 'state_dict'):
-        if isinstance(sd, dict) and k in sd and isinstance(sd[k], dict): sd = sd[k]
-    if not isinstance(sd, dict): raise BadInputError(f"{name}: not a state dict")
-    return dict(sd), name
-
 def _is_clims_layout(sd:dict)->bool:
     "A `ClimsNet` state dict (backbone.* and a 1×1 conv classifier)?"
     w = sd.get('classifier.weight')
@@ -210,7 +195,7 @@ def create_clims_net(model:str|nn.Module='resnet50', # timm CNN name, or a timm 
                                    "download them once with network access or pass checkpoint=") from e
         if not dilate and output_stride == 16: undilate(model, 'layer4')
         elif not dilate and output_stride != 32: raise BadInputError(f"output_stride={output_stride} needs dilate=True (IRN's undilated layout is stride 16)")
-    sd, name = _state_dict(checkpoint) if checkpoint is not None else (None, None)
+    sd, name = read_state_dict(checkpoint) if checkpoint is not None else (None, None)
     if sd is not None and not is_official_clims(sd) and not _is_clims_layout(sd):
         _strict(model, sd, name, f'timm classifier {type(model).__name__}')   # a timm classifier checkpoint (CAM baseline)
         sd = None

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from PIL import Image
 from timm.models.vision_transformer import VisionTransformer
 from timm.layers import trunc_normal_
-from ..core import BadInputError, MissingFileError, load_torch, default_device, check_image
+from ..core import BadInputError, MissingFileError, load_torch, read_state_dict, default_device, check_image
 from ..affinity import head_mean_sum, affinity_refine, AffinityNet
 from ..cam import CAMSource, register_cam_source
 
@@ -201,18 +201,9 @@ def vit_config(name:str, # a timm ViT/DeiT model name, e.g. 'deit_small_patch16_
                 qkv_bias=b.attn.qkv.bias is not None)
 
 def _read_state_dict(src)->dict:
-    if isinstance(src, dict): sd = src
-    else:
-        p = Path(src)
-        if not p.exists(): raise MissingFileError(f"{p}: checkpoint not found")
-        if p.suffix == '.safetensors':
-            from safetensors.torch import load_file
-            sd = load_file(str(p))
-        else: sd = load_torch(p)
-    for k in ('model', 'state_dict'):
-        if isinstance(sd, dict) and k in sd and isinstance(sd[k], dict): sd = sd[k]
-    if not isinstance(sd, dict) or 'pos_embed' not in sd: raise BadInputError(f"{src if not isinstance(src, dict) else 'state dict'}: no 'pos_embed' — not a ViT/DeiT checkpoint")
-    return dict(sd)
+    sd, name = read_state_dict(src)
+    if 'pos_embed' not in sd: raise BadInputError(f"{name}: no 'pos_embed' — not a ViT/DeiT checkpoint")
+    return sd
 
 _DEIT_OWN = ('head.', 'head_dist.', 'dist_token')   # DeiT's classification heads and distillation token: dropped silently
 _NEW_PARTS = ('head.', 'unet.')                      # MCTformer parts a DeiT checkpoint does not have: left at init
