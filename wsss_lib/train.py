@@ -664,7 +664,12 @@ def _worker(index:int, # local rank (given by torch.multiprocessing)
     trainer = cloudpickle.loads(Path(payload).read_bytes())
     set_rng_state(rng)                  # process 0 goes on from the notebook's generators; _restore derives the others'
     trainer._spawned = True             # quiet: the launching process shows the progress and the epoch lines
-    trainer._train(_accelerator(trainer, cpu=cpu))
+    acc = _accelerator(trainer, cpu=cpu)
+    trainer._train(acc)
+    # leave together and take the group down before exit: a gloo group destroyed at interpreter exit while the peer
+    # still talks to it can abort the process ("terminate called without an active exception", SIGABRT)
+    acc.wait_for_everyone()
+    if torch.distributed.is_initialized(): torch.distributed.destroy_process_group()
 
 # %% ../nbs/07_train.ipynb #e6c3dd63
 def _dumps(obj)->bytes:
