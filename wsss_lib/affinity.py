@@ -11,7 +11,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from fastcore.basics import patch
-from .core import BadInputError, load_torch, check_image
+from .core import BadInputError, read_state_dict, check_image
 from .data import IMAGENET_MEAN, IMAGENET_STD
 from .cam import minmax_norm
 
@@ -147,14 +147,7 @@ class AffinityNet(nn.Module):
 
     def load_backbone(self, path):
         "Load backbone weights from a local safetensors / torch checkpoint (non-matching keys are reported, not fatal)."
-        path = str(path)
-        if path.endswith('.safetensors'):
-            from safetensors.torch import load_file
-            sd = load_file(path)
-        else:
-            sd = load_torch(path)
-            sd = sd.get('model', sd.get('state_dict', sd)) if isinstance(sd, dict) else sd
-        return self.backbone.load_state_dict(sd, strict=False)
+        return self.backbone.load_state_dict(read_state_dict(path)[0], strict=False)
 
     def train(self, mode:bool=True):
         super().train(mode)

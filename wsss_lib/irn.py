@@ -12,7 +12,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from fastcore.basics import patch
-from .core import BadInputError, MissingFileError, check_image, progress, load_torch
+from .core import BadInputError, MissingFileError, check_image, progress, read_state_dict
 from .data import IMAGENET_MEAN, IMAGENET_STD, read_mask, save_mask
 from .camfiles import load_cam_file
 from .crf import make_ir_label
@@ -144,11 +144,7 @@ class BoundaryNet(nn.Module):
 
     def load_backbone(self, path)->list[str]:
         "Load backbone weights from a local safetensors / torch checkpoint: every stage weight must be there; returns the unused keys (the classifier)."
-        path = str(path)
-        if path.endswith('.safetensors'):
-            from safetensors.torch import load_file
-            sd = load_file(path)
-        else: sd = load_torch(path)
+        sd, path = read_state_dict(path)
         own = self.backbone.state_dict()
         res = self.backbone.load_state_dict({k: v for k, v in sd.items() if k in own}, strict=False)
         if res.missing_keys: raise BadInputError(f"{path}: backbone weights lack {len(res.missing_keys)} keys, e.g. {res.missing_keys[:3]}")
