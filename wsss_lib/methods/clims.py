@@ -508,16 +508,32 @@ def compute(self:ClimsCAMSource, image:np.ndarray, keys, image_id:str|None=None,
     return dict(keys=keys, cams=np32(high), strided=np32(low), **extras)
 
 # %% ../../nbs/11_clims.ipynb #761f22b2
-def clims_from_run(run_dir, # a `wsss run clims` folder
-                   device=None)->ClimsNet:
-    "The trained ClimsNet of an experiment run, loaded strictly."
+def _run_params(run_dir:Path, *files)->dict:
     import yaml
-    run_dir = Path(run_dir)
-    for f in ('params.yaml', 'checkpoints/clims.pt'):
+    for f in ('params.yaml',) + files:
         if not (run_dir/f).exists(): raise MissingFileError(f"{run_dir/f}: not found; is {run_dir} a trained `wsss run clims` folder?")
-    p = (yaml.safe_load((run_dir/'params.yaml').read_text()) or {}).get('params', {})
+    return (yaml.safe_load((run_dir/'params.yaml').read_text()) or {}).get('params', {})
+
+def _run_boundary_net(run_dir:Path, p:dict):
+    "The IRN boundary network as the experiment's stage 5 builds it, with the run's weights."
+    from wsss_lib.irn import BoundaryNet
+    bb = p.get('irn_backbone') or p.get('arch', 'resnet50')
+    lso = p.get('irn_last_stride_one')
+    lso = bb.startswith('resnet50') if lso is None else lso
+    bnet = BoundaryNet(bb, last_stride_one=lso, **({} if lso else dict(output_stride=p.get('output_stride', 16))))
+    _strict(bnet, load_torch(run_dir/'checkpoints'/'irn.pt')['model'], str(run_dir/'checkpoints'/'irn.pt'), 'IRN boundary network of the run')
+    return bnet
+
+def clims_from_run(run_dir, # a `wsss run clims` folder
+                   device=None,
+                   irn:bool=False, # also return the run's IRN boundary network (stage `irn` must have run)
+                  ): # ClimsNet, or (ClimsNet, BoundaryNet) with `irn`
+    "The trained ClimsNet of an experiment run (and its IRN boundary network), loaded strictly."
+    run_dir = Path(run_dir)
+    p = _run_params(run_dir, 'checkpoints/clims.pt', *(('checkpoints/irn.pt',) if irn else ()))
     sd = load_torch(run_dir/'checkpoints'/'clims.pt')['model']
     net = create_clims_net(p.get('arch', 'resnet50'), sd['classifier.weight'].shape[0], dilate=p.get('dilate', False),
                            output_stride=p.get('output_stride', 16), head_bias='classifier.bias' in sd)
     _strict(net, sd, str(run_dir/'checkpoints'/'clims.pt'), 'CLIMS network of the run')
-    return net.to(default_device(device)).eval()
+    dev = default_device(device)
+    return (net.to(dev).eval(), _run_boundary_net(run_dir, p).to(dev).eval()) if irn else net.to(dev).eval()
