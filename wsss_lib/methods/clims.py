@@ -22,11 +22,12 @@ from ..train import Poly, param_groups
 # %% auto #0
 __all__ = ['CLIMS_TEMPLATE', 'CAMERA_READY_TEMPLATE', 'CLIMS_VOC_NAMES', 'CLIMS_COCO_NAMES', 'CLIMS_VOC_BACKGROUND',
            'CLIMS_COCO_BACKGROUND', 'CAMERA_READY_BACKGROUND', 'CAMERA_READY_WEIGHTED', 'CLIMS_SETTINGS',
-           'CLIMS_VOC_SYNONYMS', 'clims_texts', 'clims_settings', 'undilate', 'ClimsNet', 'is_official_clims',
-           'official_to_clims', 'clims_from_classifier', 'create_clims_net', 'masked_images', 'otm_loss', 'btm_loss',
-           'cbs_loss', 'cbs_loss_camera_ready', 'reg_loss', 'clims_plus_loss', 'clims_vocabulary',
-           'ClipBackgroundExtractor', 'extract_backgrounds', 'ClimsObjective', 'ClimsTrainData', 'clims_optimizer',
-           'ClimsCAMSource', 'clims_from_run']
+           'CLIMS_VOC_SYNONYMS', 'CAPTION_TEMPLATES', 'clims_texts', 'clims_settings', 'undilate', 'ClimsBottleneck',
+           'camera_ready_head', 'ClimsNet', 'is_official_clims', 'official_to_clims', 'clims_from_classifier',
+           'create_clims_net', 'masked_images', 'otm_loss', 'btm_loss', 'cbs_loss', 'cbs_loss_camera_ready', 'reg_loss',
+           'clims_plus_loss', 'clims_vocabulary', 'ClipBackgroundExtractor', 'extract_backgrounds', 'ClimsObjective',
+           'ClimsTrainData', 'camera_ready_groups', 'clims_optimizer', 'label_caption', 'ClipFinetuneObjective',
+           'finetune_clip', 'ClimsCAMSource', 'clims_from_run']
 
 # %% ../../nbs/11_clims.ipynb #c1dfd96e
 CLIMS_TEMPLATE = 'a photo of {}.'
@@ -97,16 +98,43 @@ def undilate(model:nn.Module, # a timm ResNet built with output_stride 16
             m.dilation, m.padding = (1, 1), tuple((k - 1) // 2 for k in m.kernel_size)
     return model
 
+class ClimsBottleneck(nn.Module):
+    "The camera-ready head's block (`models/clip_resnet.py`): torchvision's Bottleneck(C, C/4), identity shortcut, LeakyReLU(0.01)."
+    def __init__(self, c:int):
+        super().__init__()
+        w = c // 4
+        self.conv1, self.bn1 = nn.Conv2d(c, w, 1, bias=False), nn.BatchNorm2d(w)
+        self.conv2, self.bn2 = nn.Conv2d(w, w, 3, padding=1, bias=False), nn.BatchNorm2d(w)
+        self.conv3, self.bn3 = nn.Conv2d(w, c, 1, bias=False), nn.BatchNorm2d(c)
+        self.relu = nn.LeakyReLU(inplace=True)
+    def forward(self, x):
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        return self.relu(self.bn3(self.conv3(out)) + x)
+
+def camera_ready_head(c:int, # input channels (2048 for ResNet-50)
+                      k:int, # K foreground classes: the head has K + 1 outputs, channel 0 unused
+                     )->nn.Sequential:
+    "Bottleneck + 1×1 conv (no bias) to K + 1 channels, initialised as `_initialize_weights` (convs N(0, 0.01), BN 1/0)."
+    head = nn.Sequential(ClimsBottleneck(c), nn.Conv2d(c, k + 1, 1, bias=False))
+    for m in head.modules():
+        if isinstance(m, nn.Conv2d): nn.init.normal_(m.weight, 0, 0.01)
+        elif isinstance(m, nn.BatchNorm2d): nn.init.ones_(m.weight); nn.init.zeros_(m.bias)
+    return head
+
 class ClimsNet(nn.Module):
     "CLIMS's CAM network: a timm CNN's last feature map → 1×1 conv (no bias); forward = sigmoid maps P."
     def __init__(self, backbone:nn.Module, # a timm CNN (its classifier removed or ignored)
                  n_classes:int, # K
                  head_bias:bool=False, # the official head has no bias
                  frozen=('conv1', 'bn1'), # modules kept fixed (requires_grad False), as the official `train`
+                 head:str='conv', # 'conv' (improved: 1×1) or 'bottleneck' (camera-ready: `camera_ready_head`)
                 ):
         super().__init__()
-        self.backbone, self.n_classes, self.frozen = backbone, int(n_classes), tuple(frozen)
-        self.classifier = nn.Conv2d(backbone.num_features, self.n_classes, 1, bias=head_bias)
+        self.backbone, self.n_classes, self.frozen, self.head = backbone, int(n_classes), tuple(frozen), head
+        if head == 'conv': self.classifier = nn.Conv2d(backbone.num_features, self.n_classes, 1, bias=head_bias)
+        elif head == 'bottleneck': self.classifier = camera_ready_head(backbone.num_features, self.n_classes)
+        else: raise BadInputError(f"head={head!r}: use 'conv' (improved) or 'bottleneck' (camera-ready)")
         self._freeze()
 
     def _freeze(self):
@@ -118,7 +146,9 @@ class ClimsNet(nn.Module):
         return self
 
     def features(self, x): return self.backbone.forward_features(x)
-    def logits(self, x:torch.Tensor)->torch.Tensor: return self.classifier(self.features(x))
+    def logits(self, x:torch.Tensor)->torch.Tensor:
+        z = self.classifier(self.features(x))
+        return z[:, 1:] if self.head == 'bottleneck' else z      # camera-ready: channel 0 is in no loss and no CAM
     def forward(self, x:torch.Tensor)->torch.Tensor:
         "P = sigmoid(Wᵀ F), (N, K, h, w) at feature resolution."
         return torch.sigmoid(self.logits(x))
@@ -151,7 +181,7 @@ def official_to_clims(sd:dict, # an official res50_cam.pth / res50_clims.pth sta
 
 def _is_clims_layout(sd:dict)->bool:
     "A `ClimsNet` state dict (backbone.* and a 1×1 conv classifier)?"
-    w = sd.get('classifier.weight')
+    w = sd.get('classifier.weight', sd.get('classifier.1.weight'))
     return w is not None and w.ndim == 4 and any(k.startswith('backbone.') for k in sd)
 
 def _strict(model:nn.Module, sd:dict, name:str, what:str):
@@ -162,13 +192,18 @@ def _strict(model:nn.Module, sd:dict, name:str, what:str):
 def clims_from_classifier(clf:nn.Module, # a timm classifier with a linear head (e.g. the CAM baseline)
                           head_bias:bool=False, # keep the classifier's bias in the 1×1 head
                           frozen=('conv1', 'bn1'),
+                          head:str='conv', # 'bottleneck': a fresh camera-ready head, the classifier unused (official strict=False)
                          )->ClimsNet:
     "A `ClimsNet` whose 1×1 head is the classifier's linear head (its bias dropped unless `head_bias`)."
     fc = clf.get_classifier()
     if not isinstance(fc, nn.Linear): raise BadInputError(f"{type(clf).__name__}: its classifier is {type(fc).__name__}, not a linear head")
     W, b = fc.weight.detach().clone(), None if fc.bias is None else fc.bias.detach().clone()
     clf.reset_classifier(0)
-    net = ClimsNet(clf, W.shape[0], head_bias=head_bias, frozen=frozen)
+    if head == 'bottleneck':
+        net = ClimsNet(clf, W.shape[0], frozen=frozen, head=head)
+        net.init_report = dict(source='classifier backbone', dropped=['fc.weight'] + (['fc.bias'] if b is not None else []))
+        return net
+    net = ClimsNet(clf, W.shape[0], head_bias=head_bias, frozen=frozen, head=head)
     with torch.no_grad():
         net.classifier.weight.copy_(W[:, :, None, None])
         if head_bias: net.classifier.bias.copy_(b if b is not None else torch.zeros(W.shape[0]))
@@ -183,6 +218,7 @@ def create_clims_net(model:str|nn.Module='resnet50', # timm CNN name, or a timm 
                      checkpoint=None, # baseline CAM / CLIMS checkpoint: path or state dict (timm classifier, ClimsNet or official names)
                      head_bias:bool=False, # keep a timm classifier's bias in the head (official: no bias)
                      frozen=('conv1', 'bn1'),
+                     head:str='conv', # 'conv' or 'bottleneck' (camera-ready)
                      **timm_kwargs,
                     )->ClimsNet:
     "CLIMS's CAM network from a timm name or classifier, optionally initialised strictly from a checkpoint."
@@ -199,14 +235,14 @@ def create_clims_net(model:str|nn.Module='resnet50', # timm CNN name, or a timm 
     if sd is not None and not is_official_clims(sd) and not _is_clims_layout(sd):
         _strict(model, sd, name, f'timm classifier {type(model).__name__}')   # a timm classifier checkpoint (CAM baseline)
         sd = None
-    net = clims_from_classifier(model, head_bias=head_bias, frozen=frozen)
+    net = clims_from_classifier(model, head_bias=head_bias, frozen=frozen, head=head)
     if sd is not None:
         official = is_official_clims(sd)
         _strict(net, official_to_clims(sd, name) if official else sd, name, 'CLIMS network')
         net.init_report = dict(source='official' if official else 'clims', dropped=[])
     return net
 
-# %% ../../nbs/11_clims.ipynb #91032ad7
+# %% ../../nbs/11_clims.ipynb #12c6fc06
 def masked_images(x:torch.Tensor, # (N, 3, H, W) normalised images
                   P:torch.Tensor, # (N, K, h, w) sigmoid maps
                   labels:torch.Tensor, # (N, K) multi-hot
@@ -250,7 +286,7 @@ def reg_loss(P:torch.Tensor)->torch.Tensor:
     "L_REG = mean of P over N×K×h×w: all classes, absent ones too."
     return P.mean()
 
-# %% ../../nbs/11_clims.ipynb #d435a6cd
+# %% ../../nbs/11_clims.ipynb #f6e1126c
 def clims_plus_loss(s_oo:torch.Tensor, # (M,) object image × class text (positives)
                     s_ob:torch.Tensor, # (M, L) object image × extracted background texts
                     s_bo:torch.Tensor, # (M,) background image × class text
@@ -268,7 +304,7 @@ def clims_plus_loss(s_oo:torch.Tensor, # (M,) object image × class text (positi
     losses = [-(s_oo[image == n].sum() / tau) + torch.logsumexp(neg[image == n].flatten(), 0) for n in torch.unique(image)]
     return torch.stack(losses).mean()
 
-# %% ../../nbs/11_clims.ipynb #887309d0
+# %% ../../nbs/11_clims.ipynb #0a57cb53
 CLIMS_VOC_SYNONYMS = {
     'person': ('men', 'man', 'woman', 'boy', 'girl', 'child', 'baby', 'officer', 'baseball player', 'body', 'hand', 'mouth', 'teeth', 'player', 'people', 'human'),
     'train': ('steam engine',), 'tvmonitor': ('computer monitor', 'monitor', 'screen', 'tv'), 'sofa': ('couch',),
@@ -325,7 +361,7 @@ def extract_backgrounds(extractor, # callable (image, keys) -> list of texts
     if cache is not None and todo: save_json(cache, done)
     return {i: done[i] for i in ids}
 
-# %% ../../nbs/11_clims.ipynb #0a57cb53
+# %% ../../nbs/11_clims.ipynb #22d200f8
 _LOSSES = ('otm', 'btm', 'cbs', 'reg')
 
 class ClimsObjective:
@@ -372,7 +408,7 @@ class ClimsObjective:
 
     def __repr__(self): return f"ClimsObjective({self.objective}, losses={list(self.losses)}, weights={self.weights}, τ_cbs={self.cbs_threshold}, size={self.size})"
 
-# %% ../../nbs/11_clims.ipynb #7719a1c7
+# %% ../../nbs/11_clims.ipynb #63266754
 def _sim(f:torch.Tensor, t:torch.Tensor)->torch.Tensor: return (f @ t.to(f).T).float()
 
 def _clims_terms(self:ClimsObjective, f_fg, f_bg, pairs, P)->dict:
@@ -423,7 +459,7 @@ def __call__(self:ClimsObjective, model:nn.Module, # the ClimsNet being trained
         total = sum(w * parts[n] for n, w in zip(_LOSSES, self.weights) if n in parts)
     return total, {k: v.detach() for k, v in parts.items()}
 
-# %% ../../nbs/11_clims.ipynb #972a67c4
+# %% ../../nbs/11_clims.ipynb #cb7a1d77
 class ClimsTrainData(torch.utils.data.Dataset):
     "IRN's training augmentation: random resize-long, normalise, flip, random crop (zero pad); items (x, labels, index)."
     def __init__(self, ds, # a SegDataset (images, labels)
@@ -458,16 +494,92 @@ def _random_crop(x:np.ndarray, c:int, rng)->np.ndarray:
     out[ct:ct + ch, cl:cl + cw] = x[it:it + ch, il:il + cw]
     return out
 
+def camera_ready_groups(model:ClimsNet, lr:float=2.5e-4, weight_decay:float=1e-4,
+                        head_quirk:bool=True, # the head trains at the backbone's lr, as the official membership test makes it
+                       )->list[dict]:
+    "PSA's `get_parameter_groups` as `train_CLIMS.py` uses it: weights / biases (2×, no wd) / scratch weights (10×) / scratch biases (20×, no wd), Conv2d and GroupNorm only."
+    scratch = set() if head_quirk else {id(m) for m in model.classifier.modules()}
+    g = [[], [], [], []]
+    for m in model.modules():
+        if not isinstance(m, (nn.Conv2d, nn.GroupNorm)): continue
+        s = 2 if id(m) in scratch else 0
+        if m.weight.requires_grad: g[s].append(m.weight)
+        if m.bias is not None and m.bias.requires_grad: g[s + 1].append(m.bias)
+    spec = [('weights', 1, weight_decay), ('biases', 2, 0.), ('scratch weights', 10, weight_decay), ('scratch biases', 20, 0.)]
+    return [dict(params=ps, lr=lr * m, weight_decay=wd, name=n) for ps, (n, m, wd) in zip(g, spec)]
+
 def clims_optimizer(model:ClimsNet, lr:float=2.5e-4, # backbone lr (head: × head_lr_mult)
                     weight_decay:float=1e-4, head_lr_mult:float=10.,
                     momentum_quirk:bool=True, # IRN's PolyOptimizer: momentum = weight_decay (faithful); False: 0.9
+                    groups:str='improved', # 'improved' (two groups) or 'camera_ready' (`camera_ready_groups`)
+                    head_quirk:bool=True, # camera-ready: the head at the backbone's lr (faithful); False: 10× / 20×
                    )->torch.optim.SGD:
-    "SGD with the official two groups; the poly decay is `wsss_lib.train.Poly`."
-    groups = param_groups(model, [dict(match=model.classifier, lr_mult=head_lr_mult, name='head', weight_decay=weight_decay)],
+    "SGD with the official groups; the poly decay is `wsss_lib.train.Poly`."
+    if groups == 'camera_ready': gs = camera_ready_groups(model, lr, weight_decay, head_quirk)
+    elif groups == 'improved':
+        gs = param_groups(model, [dict(match=model.classifier, lr_mult=head_lr_mult, name='head', weight_decay=weight_decay)],
                           lr=lr, weight_decay=weight_decay)
-    return torch.optim.SGD(groups, lr=lr, momentum=weight_decay if momentum_quirk else 0.9, weight_decay=weight_decay)
+    else: raise BadInputError(f"groups={groups!r}: use 'improved' or 'camera_ready'")
+    return torch.optim.SGD(gs, lr=lr, momentum=weight_decay if momentum_quirk else 0.9, weight_decay=weight_decay)
 
-# %% ../../nbs/11_clims.ipynb #5b384ce3
+# %% ../../nbs/11_clims.ipynb #af3e1334
+CAPTION_TEMPLATES = ('a photo of {}', 'a photo of {} and {}', 'a photo of {}, {}, and {}', 'a photo of {}, {}, {}, and {}',
+                     'a photo of {}, {}, {}, {}, and {}', 'a photo of {}, {}, {}, {}, {} and {}')
+
+def label_caption(names:list)->str:
+    "`to_text`'s caption of one image's class names (in class order); 'background' when there is none."
+    if not names: return 'background'
+    if len(names) > len(CAPTION_TEMPLATES):
+        raise BadInputError(f"{len(names)} classes in one image: the camera-ready captions stop at {len(CAPTION_TEMPLATES)} (the code raises NotImplementedError)")
+    return CAPTION_TEMPLATES[len(names) - 1].format(*names)
+
+class ClipFinetuneObjective:
+    "`finetune_CLIP.py`'s step for `Trainer`: step(clip_model, (x, labels, idx)) -> (loss_i + loss_t, parts)."
+    def __init__(self, clip:Clip, # the CLIP being fine-tuned (its `model` is the trainer's model)
+                 names:list, # class names of the captions (camera-ready: raw VOC names)
+                 size:int|None=None, # CLIP input side (None: its native size, 224 for ViT-B/32)
+                ):
+        self.tokenizer, self.names, self.size = clip.tokenizer, list(names), int(size or clip.native_size[0])
+
+    def captions(self, y:torch.Tensor)->list[str]:
+        return [label_caption([self.names[k] for k in row.nonzero().flatten().tolist()]) for row in y]
+
+    def __call__(self, model:nn.Module, batch):
+        x, y = batch[0], batch[1]
+        x = F.interpolate(x, (self.size, self.size), mode='bilinear', align_corners=True)
+        fi = model.encode_image(x.to(model.visual.conv1.weight.dtype))
+        ft = model.encode_text(self.tokenizer(self.captions(y)).to(x.device))
+        fi, ft = fi / fi.norm(dim=-1, keepdim=True), ft / ft.norm(dim=-1, keepdim=True)
+        logits = (model.logit_scale.exp() * fi @ ft.T).float()
+        gt = torch.arange(len(x), device=x.device)
+        li, lt = F.cross_entropy(logits, gt), F.cross_entropy(logits.T, gt)
+        return li + lt, dict(loss_i=li.detach(), loss_t=lt.detach())
+
+def finetune_clip(clip:Clip, # fine-tuned in place (fp32 weights), then frozen again
+                  ds, # a SegDataset with image labels (VOC: train_aug)
+                  names:list|None=None, # caption names (None: the dataset's classes)
+                  epochs:int=20, batch_size:int=16, lr:float=5e-5, weight_decay:float=1e-3, momentum:float=0.9,
+                  resize_long=(320, 640), crop:int=448, seed:int=0,
+                  run_dir=None, # checkpoints/clip_finetune.pt and logs/clip_finetune.jsonl (resumable)
+                  device=None, stop_after:int|None=None,
+                 )->Trainer:
+    "The camera-ready CLIP fine-tuning (`finetune_CLIP.py`) through `Trainer`; returns the trainer (its `history`)."
+    from wsss_lib.train import Trainer, MMCVCosine
+    model = clip.model.float().train()
+    for p in model.parameters(): p.requires_grad_(True)
+    data = ClimsTrainData(ds, resize_long=resize_long, crop=crop, mean=CLIP_MEAN, std=CLIP_STD, seed=seed)
+    steps = max(1, epochs * math.ceil(len(data) / batch_size))
+    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
+    dev = default_device(device)
+    tr = Trainer(model, opt, ClipFinetuneObjective(clip, names or list(ds.classes)), data, epochs=epochs, batch_size=batch_size,
+                 schedule=MMCVCosine(steps, 0.), seed=seed, drop_last=False, run_dir=run_dir, name='clip_finetune', device=dev,
+                 amp='fp16' if dev.type == 'cuda' else None, stop_after=stop_after, desc='CLIP fine-tuning')
+    tr.fit()
+    model.eval()
+    for p in model.parameters(): p.requires_grad_(False)
+    return tr
+
+# %% ../../nbs/11_clims.ipynb #0286dd55
 @register_cam_source('clims')
 class ClimsCAMSource(CAMSource):
     "CLIMS CAMs (`make_clims`): ReLU logits, scales × flip, IRN fusion, max norm; `strided` adds the stride-4 `cam`."
@@ -507,7 +619,7 @@ def compute(self:ClimsCAMSource, image:np.ndarray, keys, image_id:str|None=None,
     np32 = lambda t: np.ascontiguousarray(max_norm(t).detach().float().cpu().numpy(), dtype=np.float32)
     return dict(keys=keys, cams=np32(high), strided=np32(low), **extras)
 
-# %% ../../nbs/11_clims.ipynb #761f22b2
+# %% ../../nbs/11_clims.ipynb #fe2ef495
 def _run_params(run_dir:Path, *files)->dict:
     import yaml
     for f in ('params.yaml',) + files:
@@ -532,8 +644,10 @@ def clims_from_run(run_dir, # a `wsss run clims` folder
     run_dir = Path(run_dir)
     p = _run_params(run_dir, 'checkpoints/clims.pt', *(('checkpoints/irn.pt',) if irn else ()))
     sd = load_torch(run_dir/'checkpoints'/'clims.pt')['model']
-    net = create_clims_net(p.get('arch', 'resnet50'), sd['classifier.weight'].shape[0], dilate=p.get('dilate', False),
-                           output_stride=p.get('output_stride', 16), head_bias='classifier.bias' in sd)
+    head = 'bottleneck' if 'classifier.1.weight' in sd else 'conv'
+    k = sd['classifier.1.weight'].shape[0] - 1 if head == 'bottleneck' else sd['classifier.weight'].shape[0]
+    net = create_clims_net(p.get('arch', 'resnet50'), k, dilate=p.get('dilate', False), output_stride=p.get('output_stride', 16),
+                           head_bias='classifier.bias' in sd, head=head)
     _strict(net, sd, str(run_dir/'checkpoints'/'clims.pt'), 'CLIMS network of the run')
     dev = default_device(device)
     return (net.to(dev).eval(), _run_boundary_net(run_dir, p).to(dev).eval()) if irn else net.to(dev).eval()
