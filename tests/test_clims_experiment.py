@@ -135,7 +135,7 @@ def test_clims_plus_ablation_and_stage_order(tmp_path, run_experiment_nb):
         run_experiment_nb('clims', tmp_path/'w.ipynb', run_dir=str(tmp_path/'w'), smoke=True, irn_weights='resnet50_tv_in1k.safetensors')
     src = json.loads((REPO/'nbs'/'experiments'/'clims.ipynb').read_text())
     params = next(''.join(c['source']) for c in src['cells'] if 'parameters' in c.get('metadata', {}).get('tags', []))
-    assert "stages = ['baseline', 'train', 'cams', 'crf', 'irn']" in params
+    assert "stages = ['baseline', 'finetune', 'train', 'cams', 'crf', 'irn']" in params
 
 
 def test_presets_match_the_reference_table():
@@ -148,8 +148,33 @@ def test_presets_match_the_reference_table():
     ref = REFERENCE['voc']
     for k in ('epochs', 'batch_size', 'lr', 'crop', 'momentum_quirk'): assert paper[k] == ref[k], k
     assert tuple(paper['resize_long']) == ref['resize_long'] and paper['scales'] == [1.0, 0.5, 1.5, 2.0] and paper['bg_threshold'] == 0.15
-    for p in SPEC['presets'].values(): assert 'weights' not in p and 'cbs_threshold' not in p and p.get('settings', 'voc') == 'voc'
+    for n, p in SPEC['presets'].items():
+        assert 'weights' not in p and 'cbs_threshold' not in p and p.get('settings', 'voc') == ('camera_ready' if n == 'paper_camera_ready' else 'voc')
+    cr = SPEC['presets']['paper_camera_ready']      # finetune_CLIP.py and train_CLIMS.py's defaults
+    assert (cr['version'], cr['finetune_epochs'], cr['finetune_batch_size'], cr['finetune_lr'], cr['finetune_crop']) == ('camera_ready', 20, 16, 5e-5, 448)
+    assert (cr['epochs'], cr['batch_size'], cr['lr'], cr['crop']) == (REFERENCE['camera_ready']['epochs'], 16, 2.5e-4, 512)
     from wsss_lib.irn import IRN_TRAIN, IRN_PRESETS   # IRN's train_irn settings and CLIMS's run_sample.py thresholds
     assert (paper['irn_epochs'], paper['irn_batch_size'], paper['irn_crop'], paper['irn_lr'], paper['irn_backbone']) == \
            (IRN_TRAIN['epochs'], IRN_TRAIN['batch_size'], IRN_TRAIN['crop'], IRN_TRAIN['lr'], 'resnet50')
     assert paper['irn_preset'] == 'clims' and IRN_PRESETS['clims'] == dict(conf_fg_thres=0.30, conf_bg_thres=0.10, sem_seg_bg_thres=0.2)
+
+
+def test_camera_ready_finetunes_clip_then_trains_the_bottleneck_head(tmp_path, run_experiment_nb):
+    "version camera_ready: stage 'finetune' fine-tunes CLIP (its checkpoint, its history), CLIMS trains the Bottleneck head with the camera-ready weights."
+    import torch
+    from papermill.exceptions import PapermillExecutionError
+    run = tmp_path/'cr'
+    run_experiment_nb('clims', tmp_path/'cr.ipynb', run_dir=str(run), smoke=True, n_jobs=1, version='camera_ready',
+                      stages=['baseline', 'finetune', 'train', 'cams'])
+    m = json.loads((run/'metrics.json').read_text())
+    assert len(m['finetune']['history']) == 1 and {'loss_i', 'loss_t'} <= set(m['finetune']['history'][0])
+    assert tuple(m['train']['weights']) == REFERENCE['camera_ready']['weights'] and m['train']['cbs_threshold'] is None
+    sd = torch.load(run/'checkpoints'/'clims.pt', weights_only=True)['model']
+    assert 'classifier.1.weight' in sd and 'classifier.0.conv1.weight' in sd and sd['classifier.1.weight'].shape[0] == 6 + 1
+    ft = torch.load(run/'checkpoints'/'clip_finetune.pt', weights_only=True)['model']
+    from wsss_lib.clip import load_clip
+    shipped = load_clip('wsss-tiny-vit', pretrained='wsss-tiny', device='cpu').model.state_dict()
+    assert not torch.equal(ft['logit_scale'], shipped['logit_scale'])                # CLIP itself was trained
+    assert 0 <= m['cams']['best']['miou'] <= 1 and 'CLIP fine-tuning 1/1' in (tmp_path/'cr.ipynb').read_text()
+    with pytest.raises(PapermillExecutionError, match="run stage 'finetune' first"):
+        run_experiment_nb('clims', tmp_path/'x.ipynb', run_dir=str(tmp_path/'x'), smoke=True, version='camera_ready', stages=['train'])

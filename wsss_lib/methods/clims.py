@@ -562,9 +562,11 @@ def finetune_clip(clip:Clip, # fine-tuned in place (fp32 weights), then frozen a
                   resize_long=(320, 640), crop:int=448, seed:int=0,
                   run_dir=None, # checkpoints/clip_finetune.pt and logs/clip_finetune.jsonl (resumable)
                   device=None, stop_after:int|None=None,
+                  processes:int=1, # training processes (GPUs); > 1: DDP through accelerate
                  )->Trainer:
     "The camera-ready CLIP fine-tuning (`finetune_CLIP.py`) through `Trainer`; returns the trainer (its `history`)."
     from wsss_lib.train import Trainer, MMCVCosine
+    dtype = clip.dtype                                   # fp16 on GPU (clip.load): trained in fp32, handed back in fp16
     model = clip.model.float().train()
     for p in model.parameters(): p.requires_grad_(True)
     data = ClimsTrainData(ds, resize_long=resize_long, crop=crop, mean=CLIP_MEAN, std=CLIP_STD, seed=seed)
@@ -573,9 +575,9 @@ def finetune_clip(clip:Clip, # fine-tuned in place (fp32 weights), then frozen a
     dev = default_device(device)
     tr = Trainer(model, opt, ClipFinetuneObjective(clip, names or list(ds.classes)), data, epochs=epochs, batch_size=batch_size,
                  schedule=MMCVCosine(steps, 0.), seed=seed, drop_last=False, run_dir=run_dir, name='clip_finetune', device=dev,
-                 amp='fp16' if dev.type == 'cuda' else None, stop_after=stop_after, desc='CLIP fine-tuning')
+                 amp='fp16' if dev.type == 'cuda' else None, stop_after=stop_after, processes=processes, desc='CLIP fine-tuning')
     tr.fit()
-    model.eval()
+    model.to(dtype).eval()
     for p in model.parameters(): p.requires_grad_(False)
     return tr
 
