@@ -100,8 +100,9 @@ def assert_retrain_matches(rec:dict, new:dict, metrics:dict):
     """A retrain against the shipped record: on a machine with the record's fingerprint (`machine_fingerprint`: CPU,
     kernels, cores, torch) the same bits; on another machine a retrain is another draw of the rounding, and each metric
     (retrained, shipped, tolerance) must land within its tolerance. Measured on a machine unlike the 2026-11-22 one:
-    tiny CLIP mAP 90.60 vs 90.62; CNN mAP 0.9689 vs 0.9683, CAM 0.288 vs 0.279, CRF 0.304 vs 0.291 (a change of training
-    seed moves MCTformer's seeds by 5-6 points). The 2026-11-22 records predate the fingerprint: metrics only."""
+    tiny CLIP mAP 90.60 vs 90.62; CNN mAP 0.9689 vs 0.9683 (CAM 0.288 vs 0.279 and CRF 0.304 vs 0.291 with the CAM source at the
+    wrong normalisation, before 2026-12-03); a change of training
+    seed moves MCTformer's seeds by 5-6 points. The 2026-11-22 records predate the fingerprint: metrics only."""
     for name, (got, want, tol) in metrics.items():
         assert abs(got - want) <= tol, f"{name}: retrained {got:.4f}, shipped {want:.4f} (tolerance {tol})"
     if rec.get('machine') == machine_fingerprint():

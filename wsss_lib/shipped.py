@@ -74,7 +74,7 @@ def load_timm_weights(name:str, # a record in `root` of kind 'timm'
                       root:str|Path|None=None,
                       **overrides, # extra keyword arguments for `timm.create_model`
                      )->torch.nn.Module:
-    "A timm model with shipped weights `name`, loaded by `timm.create_model(pretrained=True)` from the local file."
+    "A timm model with shipped weights `name`, loaded by `timm.create_model(pretrained=True)` from the local file; its `pretrained_cfg` carries the record's mean/std."
     import timm
     root = Path(root or WEIGHTS_DIR); rec = weights_record(name, root)
     if rec.get('kind') != 'timm': raise BadInputError(f"{root/name}.json: kind {rec.get('kind')!r} is not a timm model")
@@ -82,6 +82,9 @@ def load_timm_weights(name:str, # a record in `root` of kind 'timm'
     kw = dict(rec.get('model_kwargs', {}), **overrides)
     # timm drops a classifier whose size differs from the pretrained config's (1000 ImageNet classes): say ours
     overlay = dict(file=str(path), num_classes=kw.get('num_classes', 1000))
+    # the normalisation the weights were trained with (the record's), not the architecture's default config: every
+    # consumer that reads `pretrained_cfg` (the `cam` CAM source, timm's data config) then feeds what the model saw
+    if 'mean' in rec and 'std' in rec: overlay.update(mean=tuple(rec['mean']), std=tuple(rec['std']))
     model = timm.create_model(rec['model_name'], pretrained=True, pretrained_cfg_overlay=overlay, **kw)
     return model.to(device).eval()
 
