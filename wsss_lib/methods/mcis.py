@@ -218,7 +218,7 @@ def mcis_loss(model:MCISNet, batch:dict, # x1, x2, flip, small, large, y1, y2, e
         if not {'self_single', 'self_co'} & set(losses): break
         ot = model(x1, batch[name], contrast=False)                    # self-pairs: no contrastive term
         parts[f'{name}_single'], parts[f'{name}_co'] = mlsm(ot['score'], yy), mlsm(ot['co_score'], yy)
-    zero = o['score'].sum() * 0
+    zero = o['score'].new_zeros(())
     if 'contrast' in losses:
         B = len(x1)
         on = epoch >= contrast_from
@@ -226,7 +226,7 @@ def mcis_loss(model:MCISNet, batch:dict, # x1, x2, flip, small, large, y1, y2, e
         parts['contrast_n'] = mlsm(o['contrast_score'][B:], u2) if on and bool((u2 > 0).any()) else zero
     use = lambda k: (k in losses) or (k.endswith('_single') and k != 'single' and 'self_single' in losses) or \
                     (k.endswith('_co') and 'self_co' in losses) or (k.startswith('contrast') and 'contrast' in losses)
-    total = sum((v for k, v in parts.items() if use(k)), zero)
+    total = sum((v for k, v in parts.items() if use(k)), o['score'].sum() * 0)
     return total, {k: v.detach() for k, v in parts.items() if use(k)}
 
 # %% ../../nbs/14_mcis.ipynb #f6e1126c
