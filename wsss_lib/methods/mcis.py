@@ -23,7 +23,7 @@ from ..train import Trainer, MultiStep, param_groups
 __all__ = ['MCIS_SETTINGS', 'VGG16_D1', 'MCIS_LOSSES', 'vgg16_d1', 'TimmFeatures', 'co_attention', 'MCISNet',
            'load_vgg16_weights', 'create_mcis_net', 'is_official_mcis', 'official_to_mcis', 'load_mcis_checkpoint',
            'pair_labels', 'mcis_loss', 'color_jitter', 'MCISPairData', 'mcis_optimizer', 'mcis_trainer',
-           'mcis_checkpoint', 'aggregate_maps', 'MCISCAMSource', 'mcis_pseudo_mask', 'make_mcis_masks']
+           'mcis_checkpoint', 'aggregate_maps', 'MCISCAMSource', 'mcis_pseudo_mask', 'make_mcis_masks', 'mcis_from_run']
 
 # %% ../../nbs/14_mcis.ipynb #c1dfd96e
 MCIS_SETTINGS = dict(input_size=256, lr=1e-3, lr_mults=(1, 2, 10, 20), momentum=0.9, nesterov=True, weight_decay=5e-4,
@@ -470,3 +470,24 @@ def make_mcis_masks(dataset, cam_dir, sal_dir, out_dir, ids=None, overwrite:bool
         c = load_cam_file(Path(cam_dir)/f'{i}.npy')
         save_mask(out_dir/f'{i}.png', mcis_pseudo_mask(c['cams'], c['keys'], sal, n_classes=len(dataset.classes), **kw))
     return dict(written=len(todo), skipped=len(ids) - len(todo))
+
+# %% ../../nbs/14_mcis.ipynb #af3e1334
+def mcis_from_run(run_dir, # a `wsss run mcis` folder
+                  device=None,
+                  infer_epoch:int|None=-1, # the kept epoch to load; -1: the run's `infer_epoch`; None: the last
+                 )->MCISNet:
+    "The trained MCISNet of an experiment run, loaded strictly from the checkpoint its maps come from."
+    import yaml
+    run_dir = Path(run_dir)
+    if not (run_dir/'params.yaml').exists(): raise MissingFileError(f"{run_dir/'params.yaml'}: not found; is {run_dir} a `wsss run mcis` folder?")
+    p = (yaml.safe_load((run_dir/'params.yaml').read_text()) or {}).get('params', {})
+    ck = mcis_checkpoint(run_dir, p.get('infer_epoch', 10) if infer_epoch == -1 else infer_epoch)
+    sd, _ = read_state_dict(ck)
+    k = sd['extra_last_conv.weight'].shape[0]
+    bb = p.get('backbone', 'vgg16_d1')
+    if bb == 'shipped':
+        from wsss_lib.shipped import load_timm_weights
+        bb = load_timm_weights('wsss-tiny-cnn', output_stride=8)
+    width = sd['features.0.weight'].shape[0] / 64 if bb == 'vgg16_d1' else 1.0   # the checkpoint's (a smoke run narrows VGG16 itself)
+    net = create_mcis_net(bb, k, width=width, checkpoint=ck)
+    return net.to(default_device(device)).eval()
