@@ -637,7 +637,8 @@ def weakclip_pseudo_mask(image:np.ndarray, probs:np.ndarray, # [K, H, W] average
     return keys[Q.argmax(0)].astype(np.uint8)
 
 def make_weakclip_masks(model:WeakCLIP, dataset, # .ids, .image(id)
-                        out_dir:str|Path, ids=None, scales=None, # None: the official ratios of (2048, 512) per image
+                        out_dir:str|Path, ids=None, scales=None, # factors of every image; None: `ratios` of `img_scale` per image
+                        ratios=WEAKCLIP_SCALES, img_scale=(2048, 512), # the official test views (mmseg MultiScaleFlipAug)
                         flip:bool=True, crop:int=512, stride:int=341, mean=IMAGENET_MEAN, std=IMAGENET_STD,
                         crf_preset='weakclip', raw_dir:str|Path|None=None, # also the argmax without CRF here
                         desc:str='WeakCLIP masks')->dict:
@@ -649,7 +650,7 @@ def make_weakclip_masks(model:WeakCLIP, dataset, # .ids, .image(id)
     model.eval()
     for i in progress(todo, desc=desc):
         img = dataset.image(i)
-        sc = weakclip_scales(*img.shape[:2]) if scales is None else scales
+        sc = weakclip_scales(*img.shape[:2], ratios, img_scale) if scales is None else scales
         pr = _predict_probs(model, img, model.num_classes, sc, flip, crop, stride, mean, std)
         if raw_dir is not None: save_mask(Path(raw_dir)/f'{i}.png', weakclip_pseudo_mask(img, pr, None))
         save_mask(out_dir/f'{i}.png', weakclip_pseudo_mask(img, pr, crf_preset))
