@@ -30,7 +30,7 @@ __all__ = ['COCO_UNUSED', 'WEAKCLIP_SCALES', 'WEAKCLIP_SETTINGS', 'weakclip_clas
            'weakclip_schedule', 'WeakClipObjective', 'weakclip_scales', 'weakclip_pseudo_mask', 'make_weakclip_masks',
            'WeakClipCAMSource', 'weakclip_from_run']
 
-# %% ../../nbs/12_weakclip.ipynb #c1dfd96e
+# %% ../../nbs/12_weakclip.ipynb #902ba3cd
 COCO_UNUSED = {12: 'street sign', 26: 'hat', 29: 'shoe', 30: 'eye glasses', 45: 'plate', 66: 'mirror', 68: 'window',
                69: 'desk', 71: 'door', 83: 'blender'}
 WEAKCLIP_SCALES = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
@@ -60,7 +60,7 @@ def weakclip_settings(name:str='voc')->dict:
     if name not in WEAKCLIP_SETTINGS: raise BadInputError(f"unknown WeakCLIP settings {name!r}: use one of {sorted(WEAKCLIP_SETTINGS)}")
     return dict(WEAKCLIP_SETTINGS[name])
 
-# %% ../../nbs/12_weakclip.ipynb #0ade7c2c
+# %% ../../nbs/12_weakclip.ipynb #b1d57811
 def _resize_grid(pe:torch.Tensor, old:tuple, new:tuple)->torch.Tensor:
     "Spatial rows of a positional embedding [h*w, C] resized bilinearly (align_corners=False) to `new`."
     C = pe.shape[-1]
@@ -85,7 +85,7 @@ def pyramid_adapter(width:int, # ViT width
         return nn.ModuleList([nn.Sequential(gn(), up()), gn(), nn.Sequential(gn(), nn.MaxPool2d(2, 2)), nn.Sequential(gn(), nn.MaxPool2d(4, 4))])
     raise BadInputError(f"pyramid adapter: patch size {patch_size} has no layout in the reference (16, 14 or 8)")
 
-# %% ../../nbs/12_weakclip.ipynb #b1d57811
+# %% ../../nbs/12_weakclip.ipynb #17ba0791
 class WeakClipBackbone(nn.Module):
     "CLIP ViT (open_clip) + pyramid adapter `fpn1..4`: (levels at strides 4/8/16/32, g [B,E], V [B,E,h,w])."
     def __init__(self, visual:nn.Module, # an open_clip VisionTransformer (taken over, not copied)
@@ -115,7 +115,7 @@ class WeakClipBackbone(nn.Module):
 
     def adapter_parameters(self): return [p for m in (self.fpn1, self.fpn2, self.fpn3, self.fpn4) for p in m.parameters()]
 
-# %% ../../nbs/12_weakclip.ipynb #17ba0791
+# %% ../../nbs/12_weakclip.ipynb #7b52009b
 @patch
 def embed(self:WeakClipBackbone, x:torch.Tensor)->tuple[torch.Tensor, tuple]:
     "Tokens after `ln_pre` [B, 1+h*w, D] and the grid (h, w)."
@@ -146,7 +146,7 @@ def forward(self:WeakClipBackbone, x:torch.Tensor)->tuple[list, torch.Tensor, to
     e = self.visual.ln_post(t) @ self.visual.proj
     return levels, e[:, 0], e[:, 1:].reshape(B, H, W, -1).permute(0, 3, 1, 2)
 
-# %% ../../nbs/12_weakclip.ipynb #bd307a3e
+# %% ../../nbs/12_weakclip.ipynb #fa35e192
 class PromptTextEncoder(nn.Module):
     "CLIP's text tower on [SOT, contexts, name tokens, EOT] sequences of `context_length` tokens."
     def __init__(self, clip_model:nn.Module, # an open_clip CLIP (its text modules are taken over, not copied)
@@ -178,7 +178,7 @@ class PromptTextEncoder(nn.Module):
         x = x @ self.text_projection if isinstance(self.text_projection, torch.Tensor) else self.text_projection(x)
         return x.reshape(B, K, -1)
 
-# %% ../../nbs/12_weakclip.ipynb #f1abd670
+# %% ../../nbs/12_weakclip.ipynb #1574bddb
 class _Attention(nn.Module):
     def __init__(self, dim:int, heads:int, proj_drop:float=0.):
         super().__init__()
@@ -206,7 +206,7 @@ class DecoderLayer(nn.Module):
         x = x + self.cross_attn(self.norm2(x), mem, mem)
         return x + self.dropout(self.mlp(self.norm3(x)))
 
-# %% ../../nbs/12_weakclip.ipynb #1574bddb
+# %% ../../nbs/12_weakclip.ipynb #0716d970
 class ContextDecoder(nn.Module):
     "The decoupled context decoder: (ΔT [B,K,E], ΔV [B,1+hw,E]) from text T and visual context C."
     def __init__(self, visual_dim:int=512, # E
@@ -239,7 +239,7 @@ class ContextDecoder(nn.Module):
         v, t = self.memory_proj(visual), self.text_proj(text)
         return self.out_proj(self._stack(self.decoder, t, v)), self.anti_out_proj(self._stack(self.anti_decoder, v, t))
 
-# %% ../../nbs/12_weakclip.ipynb #9e6a55b6
+# %% ../../nbs/12_weakclip.ipynb #b3f0c7f6
 class FPNNeck(nn.Module):
     "mmseg `FPN` without extra levels, norm or activation."
     def __init__(self, in_channels:list, out_channels:int=256):
@@ -280,7 +280,7 @@ class FPNHead(nn.Module):
             out = out + F.interpolate(h(x), size=out.shape[2:], mode='bilinear', align_corners=False)
         return self.conv_seg(self.dropout(out))
 
-# %% ../../nbs/12_weakclip.ipynb #91032ad7
+# %% ../../nbs/12_weakclip.ipynb #472b07b9
 class WeakCLIP(nn.Module):
     "WeakCLIP: `features(x)` gives every intermediate, `forward(x)` the logits at 1/4 resolution."
     def __init__(self, clip_model:nn.Module, # open_clip CLIP (taken over)
@@ -307,7 +307,7 @@ class WeakCLIP(nn.Module):
         clip_params = [p for m in (self.backbone.visual, self.text_encoder) for p in m.parameters()]
         for p in clip_params: p.requires_grad_(not freeze_clip)
 
-# %% ../../nbs/12_weakclip.ipynb #472b07b9
+# %% ../../nbs/12_weakclip.ipynb #12c6fc06
 @patch
 def text_features(self:WeakCLIP, B:int=1)->torch.Tensor:
     "T [B, K, E]: the prompted class embeddings (computed once, expanded to the batch)."
@@ -333,7 +333,7 @@ def forward(self:WeakCLIP, x:torch.Tensor)->torch.Tensor:
     "Logits [B, K, H/4, W/4]."
     return self.features(x)['logits']
 
-# %% ../../nbs/12_weakclip.ipynb #12c6fc06
+# %% ../../nbs/12_weakclip.ipynb #d435a6cd
 def _unwrap_clip(clip)->tuple[nn.Module, object]:
     "(open_clip model, tokenizer) from a `wsss_lib.clip.Clip` or a bare open_clip model."
     if hasattr(clip, 'model') and hasattr(clip, 'tokenizer'): return clip.model, clip.tokenizer
@@ -347,10 +347,13 @@ def weakclip_from_clip(clip, # a `wsss_lib.clip.Clip` (or an open_clip CLIP: Ope
                       )->WeakCLIP:
     "A WeakCLIP on `clip` (its modules are taken over, in fp32)."
     model, tok = _unwrap_clip(clip)
+    if not hasattr(model, 'token_embedding') or not hasattr(model.visual, 'conv1'):
+        raise BadInputError(f"weakclip: {type(model).__name__} is not an open_clip CLIP with its own ViT and text towers "
+                            "(timm towers and custom text towers are not supported)")
     texts = tok(list(class_names), context_length=name_tokens)
     return WeakCLIP(model.float(), texts, **kwargs)
 
-# %% ../../nbs/12_weakclip.ipynb #4d134bc0
+# %% ../../nbs/12_weakclip.ipynb #f6e1126c
 def weakclip_param_counts(model:WeakCLIP)->dict:
     "Parameters per part (CLIP ViT and text, adapter, decoder, neck, head, prompts+γ+β), the non-CLIP sum and the total."
     n = lambda ps: sum(p.numel() for p in ps)
@@ -362,7 +365,7 @@ def weakclip_param_counts(model:WeakCLIP)->dict:
     out['total'] = n(model.parameters())
     return out
 
-# %% ../../nbs/12_weakclip.ipynb #972a67c4
+# %% ../../nbs/12_weakclip.ipynb #fc074d50
 def weakclip_probs(logits:torch.Tensor, # [B, K, h, w]
                    min_prob:float=1e-7)->torch.Tensor:
     "`dgcn_softmax`: softmax, + min_prob, renormalised."
@@ -402,7 +405,7 @@ def aux_loss(S:torch.Tensor, # [B, K, h, w] cosine score map
     logits = F.interpolate(S / tau, size=mask.shape[-2:], mode='bilinear', align_corners=False)
     return F.cross_entropy(logits, mask.long(), ignore_index=255, reduction='none').mean()
 
-# %% ../../nbs/12_weakclip.ipynb #ca3512f4
+# %% ../../nbs/12_weakclip.ipynb #af3e1334
 def loss_images(x:torch.Tensor, # [B, 3, H, W] normalised batch
                 mean=IMAGENET_MEAN, std=IMAGENET_STD, size=(64, 64))->np.ndarray: # [B, h, w, 3] uint8 RGB
     "The CRF's images: `ndimage.zoom(order=1)` to `size`, × std + mean, uint8."
@@ -447,7 +450,7 @@ class CRFWorkers:
         Q = np.maximum(np.stack(Q), self.min_prob)
         return Q / Q.sum(1, keepdims=True)
 
-# %% ../../nbs/12_weakclip.ipynb #0286dd55
+# %% ../../nbs/12_weakclip.ipynb #98fbc42f
 def _convert(img, alpha=1., beta=0.):
     return np.clip(img.astype(np.float32) * alpha + beta, 0, 255).astype(np.uint8)
 
@@ -484,7 +487,7 @@ def random_crop_box(seg:np.ndarray, crop:int, rng, cat_max_ratio:float=0.75, ign
             t, l = box()
     return t, l
 
-# %% ../../nbs/12_weakclip.ipynb #98fbc42f
+# %% ../../nbs/12_weakclip.ipynb #fb644351
 class WeakClipTrainData:
     "Images + pseudo masks through mmseg's augmentation: `item(n, key)` -> (x [3,c,c] float, mask [c,c] long, n)."
     def __init__(self, ds, # a SegDataset (images; its ids are the training ids)
@@ -535,7 +538,7 @@ class WeakClipBatches:
             items = [self.data.item(self.index(p), p) for p in range(start, start + self.batch_size)]
             yield tuple(torch.stack([it[k] for it in items]) if k < 2 else torch.tensor([it[2] for it in items]) for k in range(3))
 
-# %% ../../nbs/12_weakclip.ipynb #827bfc45
+# %% ../../nbs/12_weakclip.ipynb #64e095fe
 def weakclip_optimizer(model:WeakCLIP, lr:float=1e-4, weight_decay:float=3e-5,
                        adapter_lr_mult:float=0., # 0: the code (adapter inside `backbone`); 1: a trainable adapter
                       )->torch.optim.AdamW:
@@ -549,7 +552,7 @@ def weakclip_schedule(iters:int=20000, warmup_iters:int=1500, warmup_ratio:float
     "mmcv's iteration cosine with linear warm-up and absolute min_lr (the config's `lr_config`)."
     return MMCVCosine(iters, min_lr=min_lr, warmup_iters=warmup_iters, warmup_ratio=warmup_ratio)
 
-# %% ../../nbs/12_weakclip.ipynb #b7eb6c68
+# %% ../../nbs/12_weakclip.ipynb #a9334987
 class WeakClipObjective:
     "The training step for `Trainer`: step(model, (x, mask, idx)) -> (seed + boundary + aux_weight·aux, parts)."
     def __init__(self, feature_size=(64, 64), aux_weight:float=0.4, tau:float=0.07, mean=IMAGENET_MEAN, std=IMAGENET_STD,
@@ -578,7 +581,7 @@ class WeakClipObjective:
             parts['aux'] = aux_loss(f['S'].float(), mask, self.tau); total = total + self.aux_weight * parts['aux']
         return total, {k: v.detach() for k, v in parts.items()}
 
-# %% ../../nbs/12_weakclip.ipynb #8effee40
+# %% ../../nbs/12_weakclip.ipynb #54ceb912
 def _slide_logits(model, x:torch.Tensor, num_classes:int, crop:int, stride:int)->torch.Tensor:
     "mmseg `slide_inference` without the final resize: [1, K, h, w] logits averaged over windows."
     _, _, h, w = x.shape
@@ -624,7 +627,7 @@ def weakclip_scales(h:int, w:int, ratios=WEAKCLIP_SCALES, img_scale=(2048, 512))
     f = min(max(img_scale) / max(h, w), min(img_scale) / min(h, w))
     return [r * f for r in ratios]
 
-# %% ../../nbs/12_weakclip.ipynb #667be543
+# %% ../../nbs/12_weakclip.ipynb #5a5b0f9b
 def weakclip_pseudo_mask(image:np.ndarray, probs:np.ndarray, # [K, H, W] averaged probabilities
                          crf_preset:str|dict|None='weakclip', # None: the argmax without CRF
                         )->np.ndarray: # H×W uint8 class indices
@@ -656,7 +659,7 @@ def make_weakclip_masks(model:WeakCLIP, dataset, # .ids, .image(id)
         save_mask(out_dir/f'{i}.png', weakclip_pseudo_mask(img, pr, crf_preset))
     return dict(written=todo, skipped=[i for i in ids if i not in set(todo)])
 
-# %% ../../nbs/12_weakclip.ipynb #6c1e671f
+# %% ../../nbs/12_weakclip.ipynb #511a418e
 @register_cam_source('weakclip')
 class WeakClipCAMSource(CAMSource):
     "WeakCLIP's averaged softmax probabilities of the keys' classes as CAMs (no normalisation: they are probabilities)."
