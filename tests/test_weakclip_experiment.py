@@ -60,11 +60,14 @@ def test_weakclip_smoke_files_and_metrics(smoke_run):
 def test_weakclip_presets_match_the_reference():
     "weakclip.md §7: VOC 20k it × 16, COCO 40k × 24, lr 1e-4, warm-up 1500, crop 512 in (2048, 512), loss at 64²."
     p = SPEC['presets']
-    for name, it, bs in (('paper_voc', 20000, 16), ('paper_coco', 40000, 24)):
+    for name, it, bs in (('paper', 20000, 16), ('paper_coco', 40000, 24)):
         q = p[name]
         assert (q['iters'], q['batch_size'], q['lr'], q['warmup_iters'], q['crop'], q['img_scale'], q['feature_size']) == (it, bs, 1e-4, 1500, 512, [2048, 512], 64)
         assert (q['clip_model'], q['clip_pretrained']) == ('ViT-B-16', 'openai') and q['iters'] % q['ckpt_iters'] == 0
     assert p['paper_coco']['settings'] == 'coco' and p['world']['iters'] % p['world']['ckpt_iters'] == 0
+    from wsss_lib.experiments import load_experiment, resolve_params
+    exp = load_experiment('weakclip', REPO/'nbs'/'experiments')
+    for name in p: resolve_params(exp, preset=name)          # every preset's values fit the notebook's parameters
     from wsss_lib.methods.weakclip import weakclip_settings
     assert weakclip_settings('voc')['crf_preset'] == 'weakclip' and weakclip_settings('coco')['crf_preset'] == 'weakclip_coco'
 
