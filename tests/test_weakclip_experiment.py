@@ -1,0 +1,93 @@
+"""WeakCLIP experiment notebook (nbs/experiments/weakclip.ipynb) end to end on CPU, smoke settings: a tiny run world whose
+input masks are CAM-baseline masks (the shipped tiny CNN's CAMs through a dense CRF), the shipped tiny CLIP, 6
+iterations. The files and metrics (input and output masks scored by the same evaluator, recomputed here), the presets
+against the reference's official settings, and a SIGKILL after the first checkpoint followed by a resume that gives the
+uninterrupted run's metrics."""
+import json, os, signal, subprocess, sys, time
+from pathlib import Path
+import numpy as np
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+SPEC = yaml.safe_load((REPO/'nbs'/'experiments'/'weakclip.yaml').read_text())
+
+
+def _stable(m):
+    "The metrics that must not depend on an interruption (timings and per-epoch seconds left out)."
+    out = {k: v for k, v in m.items() if k not in ('timing', 'train')}
+    out['input'] = {k: v for k, v in m['input'].items() if k != 'folder'}      # the run's own folder
+    out['history'] = [{k: v for k, v in h.items() if k != 'seconds'} for h in m['train']['history']]
+    return out
+
+
+@pytest.fixture(scope='module')
+def smoke_run(tmp_path_factory):
+    "One uninterrupted smoke run under papermill (the reference of the resume test)."
+    papermill = pytest.importorskip('papermill')
+    os.environ.setdefault('MPLBACKEND', 'Agg')
+    d = tmp_path_factory.mktemp('weakclip')
+    papermill.execute_notebook(str(REPO/'nbs'/'experiments'/'weakclip.ipynb'), str(d/'out.ipynb'),
+                               parameters=dict(run_dir=str(d/'run'), smoke=True), kernel_name='python3', progress_bar=False, cwd=str(REPO))
+    return d
+
+
+def test_weakclip_smoke_files_and_metrics(smoke_run):
+    from wsss_lib.data import SegDataset, read_mask
+    from wsss_lib.metrics import evaluate_masks
+    run = smoke_run/'run'
+    m = json.loads((run/'metrics.json').read_text())
+    ds = SegDataset(run/'data', 'train')
+    for d in ('input_masks', 'masks_raw', 'masks'):
+        assert sorted(p.stem for p in (run/d).glob('*.png')) == sorted(ds.ids), d
+        for i in ds.ids:
+            mk = read_mask(run/d/f'{i}.png')
+            assert mk.shape == ds.image(i).shape[:2] and set(np.unique(mk).tolist()) <= set(range(len(ds.classes) + 1)) | {255}
+    # the same evaluator for the input masks and WeakCLIP's, recomputed from the files
+    for key, d in (('input', 'input_masks'), ('weakclip_raw', 'masks_raw'), ('weakclip', 'masks')):
+        assert abs(evaluate_masks(run/d, ds, n_jobs=1, pred_invalid='ignore')['miou'] - m[key]['miou']) < 1e-12
+    assert m['direction']['delta'] == pytest.approx(m['weakclip']['miou'] - m['input']['miou'])
+    assert m['direction']['holds'] == (m['weakclip']['miou'] > m['input']['miou'])
+    h = m['train']['history']
+    assert len(h) == 2 and all(np.isfinite(e['loss']) and {'seed', 'boundary', 'aux'} <= set(e) for e in h)
+    assert m['train']['iters'] == 6 and m['train']['aux_weight'] == 0.4 and m['train']['chained'] is False and m['train']['adapter_lr_mult'] == 0
+    assert (run/'checkpoints'/'weakclip.pt').exists() and (run/'figures'/'masks.png').stat().st_size > 0
+    assert len(m['table']) == 3 and m['timing']['images_per_second'] > 0
+    text = (smoke_run/'out.ipynb').read_text()
+    assert 'WeakCLIP 1/2: loss' in text and "paper's direction" in text
+
+
+def test_weakclip_presets_match_the_reference():
+    "weakclip.md §7: VOC 20k it × 16, COCO 40k × 24, lr 1e-4, warm-up 1500, crop 512 in (2048, 512), loss at 64²."
+    p = SPEC['presets']
+    for name, it, bs in (('paper', 20000, 16), ('paper_coco', 40000, 24)):
+        q = p[name]
+        assert (q['iters'], q['batch_size'], q['lr'], q['warmup_iters'], q['crop'], q['img_scale'], q['feature_size']) == (it, bs, 1e-4, 1500, 512, [2048, 512], 64)
+        assert (q['clip_model'], q['clip_pretrained']) == ('ViT-B-16', 'openai') and q['iters'] % q['ckpt_iters'] == 0
+    assert p['paper_coco']['settings'] == 'coco' and p['world']['iters'] % p['world']['ckpt_iters'] == 0
+    from wsss_lib.experiments import load_experiment, resolve_params
+    exp = load_experiment('weakclip', REPO/'nbs'/'experiments')
+    for name in p: resolve_params(exp, preset=name)          # every preset's values fit the notebook's parameters
+    from wsss_lib.methods.weakclip import weakclip_settings
+    assert weakclip_settings('voc')['crf_preset'] == 'weakclip' and weakclip_settings('coco')['crf_preset'] == 'weakclip_coco'
+
+
+def test_weakclip_sigkill_during_training_then_resume(smoke_run, tmp_path):
+    "`wsss run weakclip --preset smoke` killed (SIGKILL) after its first checkpoint, resumed: the uninterrupted metrics."
+    runs, exps = tmp_path/'runs', REPO/'nbs'/'experiments'
+    env = dict(os.environ, WSSS_RUNS=str(runs), WSSS_EXPERIMENTS=str(exps), WSSS_DEVICE='cpu'); env.pop('IN_TEST', None)
+    cmd = [sys.executable, '-m', 'wsss_lib.cli', 'run', 'weakclip', '--preset', 'smoke', '--run-id', 'killed', '--no-progress']
+    d = runs/'weakclip'/'killed'
+    p = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd='/')
+    t0 = time.time()
+    while not (d/'checkpoints'/'weakclip.pt').exists():
+        assert p.poll() is None and time.time() - t0 < 240, 'the run ended before its first checkpoint'
+        time.sleep(0.05)
+    assert p.poll() is None, 'the run finished before it could be killed'
+    p.send_signal(signal.SIGKILL); p.wait(30); time.sleep(1)
+    assert not (d/'masks').exists() or not any((d/'masks').iterdir())
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd='/', timeout=400)
+    assert r.returncode == 0, r.stdout + r.stderr
+    log = (d/'log.txt').read_text()
+    assert 'WeakCLIP 1/2: loss' not in log.split('=== attempt 2')[-1]      # the first 'epoch' was not trained again
+    assert _stable(json.loads((d/'metrics.json').read_text())) == _stable(json.loads((smoke_run/'run'/'metrics.json').read_text()))
