@@ -18,8 +18,11 @@ from .metrics import evaluate_masks
 from .train import Trainer, Schedule, param_groups
 
 # %% auto #0
-__all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'SEG_HEADS', 'SEG_ARCHS', 'predict_probs', 'SegBackbone', 'ASPP', 'SegNet', 'MSC',
-           'create_seg_model', 'load_init_weights']
+__all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'SEG_HEADS', 'SEG_ARCHS', 'SEG_LOSSES', 'SEG_PRESETS', 'VOC_TEST_DIR',
+           'predict_probs', 'SegBackbone', 'ASPP', 'SegNet', 'MSC', 'create_seg_model', 'load_init_weights',
+           'resize_labels', 'seg_ce', 'cgl_targets', 'cgl_loss', 'balanced_ce', 'seg_loss', 'StepPoly', 'seg_preset',
+           'schedule_for', 'SegCrops', 'seg_optimizer', 'seg_step', 'train_seg', 'inference_kwargs', 'predict_mask',
+           'predict_masks', 'evaluate_seg', 'write_voc_test']
 
 # %% ../nbs/08_seg.ipynb #ac3478d6
 IMAGENET_MEAN = (123.675, 116.28, 103.53)   # mmseg / timm ImageNet mean, RGB, 0-255 units
@@ -243,3 +246,255 @@ def load_init_weights(model:nn.Module, # a model of `create_seg_model`
     if bad: raise BadInputError(f"{name}: backbone shapes differ at {bad[:3]} (e.g. {tuple(sd[bad[0]].shape)} vs {tuple(own[bad[0]].shape)})")
     net.load_state_dict({k: (own[k] if k in skipped else v) for k, v in sd.items()})
     return dict(source=name, kind=kind, loaded=len(sd) - len(skipped), dropped=[], skipped=skipped)
+
+# %% ../nbs/08_seg.ipynb #12c6fc06
+def resize_labels(target:torch.Tensor, # B×H×W integer labels
+                  size, # (h, w)
+                 )->torch.Tensor:
+    "Nearest-neighbour resize of label maps (deeplab-pytorch's `resize_labels`)."
+    if tuple(target.shape[-2:]) == tuple(size): return target
+    return F.interpolate(target[:, None].float(), size=tuple(size), mode='nearest')[:, 0].long()
+
+def _match(logits, target, resize):
+    if tuple(logits.shape[-2:]) == tuple(target.shape[-2:]): return logits, target
+    if resize == 'labels': return logits, resize_labels(target, logits.shape[-2:])
+    if resize == 'logits': return F.interpolate(logits, target.shape[-2:], mode='bilinear', align_corners=False), target
+    raise BadInputError(f"resize={resize!r}: use 'labels' (deeplab-pytorch) or 'logits' (mmseg, MCTformer)")
+
+def seg_ce(logits:torch.Tensor, # B×C×h×w
+           target:torch.Tensor, # B×H×W labels, `ignore_index` ignored
+           ignore_index:int=255,
+           resize:str='labels', # when sizes differ: 'labels' (nearest, deeplab-pytorch) or 'logits' (bilinear, mmseg)
+          )->torch.Tensor:
+    "Cross-entropy over the pixels not ignored (0 when all are)."
+    logits, target = _match(logits, target, resize)
+    if not (target != ignore_index).any(): return logits.sum() * 0
+    return F.cross_entropy(logits, target.long(), ignore_index=ignore_index)
+
+def cgl_targets(mask, # H×W (or B×H×W) pseudo labels, numpy or torch
+                confidence, # the same shape: the CRF confidence max_c Q
+                threshold:float=0.95, # μ
+                ignore_index:int=255,
+               ):
+    "Pseudo labels with the pixels of confidence below μ set to `ignore_index` (CLIP-ES's pseudo-mask step)."
+    out = mask.clone() if isinstance(mask, torch.Tensor) else np.array(mask, copy=True)
+    out[confidence < threshold] = ignore_index
+    return out
+
+def cgl_loss(logits:torch.Tensor, target:torch.Tensor, # as `seg_ce`
+             confidence:torch.Tensor, # B×H×W per-pixel confidence of the targets
+             threshold:float=0.95, # μ: pixels below are left out
+             ignore_index:int=255, resize:str='labels',
+            )->torch.Tensor:
+    "CLIP-ES's confidence-guided loss: CE over the pixels whose confidence is at least μ."
+    return seg_ce(logits, cgl_targets(target, confidence, threshold, ignore_index), ignore_index, resize)
+
+def balanced_ce(logits:torch.Tensor, target:torch.Tensor, # as `seg_ce`
+                ignore_index:int=255, resize:str='labels',
+               )->torch.Tensor:
+    "AdvCAM/CLIMS balanced CE: ½(mean CE over background pixels + mean CE over foreground pixels)."
+    logits, target = _match(logits, target, resize)
+    ce = F.cross_entropy(logits, target.long(), ignore_index=ignore_index, reduction='none')
+    valid = target != ignore_index
+    terms = [ce[m].mean() for m in (valid & (target == 0), valid & (target != 0)) if m.any()]
+    return sum(terms) / len(terms) if terms else logits.sum() * 0
+
+SEG_LOSSES = {'ce': seg_ce, 'balanced': balanced_ce}
+
+def seg_loss(out, # a model's logits, or MSC's training list of logits
+             target:torch.Tensor, loss:str='ce', # 'ce' or 'balanced'
+             ignore_index:int=255, resize:str='labels',
+            )->torch.Tensor:
+    "The loss over one output, or summed over MSC's outputs."
+    if loss not in SEG_LOSSES: raise BadInputError(f"loss={loss!r}: use one of {list(SEG_LOSSES)} (CGL: 255 in the pseudo masks + 'ce')")
+    fn = SEG_LOSSES[loss]
+    outs = out if isinstance(out, (list, tuple)) else [out]
+    return sum(fn(o, target, ignore_index=ignore_index, resize=resize) for o in outs)
+
+# %% ../nbs/08_seg.ipynb #887309d0
+class StepPoly(Schedule):
+    "deeplab-pytorch `PolynomialLR`: `init·(1 − t'/max_steps)^power` with t' = t rounded down to a multiple of `step_size`."
+    per = 'step'
+    def __init__(self, max_steps:int, power:float=0.9, step_size:int=10):
+        if int(max_steps) < 1 or int(step_size) < 1: raise BadInputError(f"StepPoly: max_steps={max_steps}, step_size={step_size} must be >= 1")
+        self.max_steps, self.power, self.step_size = int(max_steps), float(power), int(step_size)
+    def lr(self, t, init):
+        t = min(t, self.max_steps)
+        return init * (1 - (t - t % self.step_size) / self.max_steps) ** self.power
+
+# %% ../nbs/08_seg.ipynb #7719a1c7
+def _p(**kw): return kw
+_DEEPLAB_PYTORCH = dict(arch='deeplabv2_msc', backbone='resnet101', momentum=0.9, weight_decay=5e-4, head_lr_mult=10, head_bias_lr_mult=20,
+                        backbone_bias_lr_mult=1, poly_power=0.9, lr_step=10, crop=321, flip=True, pad_label=255, label_resize='labels',
+                        test_size=513, test_scales=(1.0,), test_flip=False, test_fuse='mean', test_crop=None, crf='deeplab', crf_colour='deeplab_wrap')
+SEG_PRESETS = {
+    'clip_es': dict(_DEEPLAB_PYTORCH, init='imagenet', lr=2e-4, batch_size=5, accum=2, iterations=20000, scales=(0.5, 0.75, 1.0, 1.25, 1.5),
+                    loss='ce', cgl_threshold=0.95, paper=dict(val=71.1, test=71.4),
+                    source="clip_es.md §7-8: deeplab-pytorch configs/voc12.yaml, LR 2e-4 with ImageNet init (Appendix D, #7); README 71.1/71.4"),
+    'clip_es_coco': dict(_DEEPLAB_PYTORCH, init='coco', lr=2.5e-5, batch_size=5, accum=2, iterations=20000, scales=(0.5, 0.75, 1.0, 1.25, 1.5),
+                         loss='ce', cgl_threshold=0.95, paper=dict(val=73.8, test=73.9),
+                         source="clip_es.md §7-8: voc12.yaml, LR 2.5e-5 with COCO init; README 73.8/73.9"),
+    'clims': dict(_DEEPLAB_PYTORCH, init='imagenet', lr=2.5e-4, batch_size=10, accum=1, iterations=30000, scale_range=(0.5, 2.0),
+                  loss='balanced', paper=dict(val=70.3, test=70.6), paper_camera_ready=dict(val=69.3, test=68.7),
+                  source="clims_mcis.md A4 (DeepLabV2, improved repo, ImageNet init) and A5"),
+    'clims_coco': dict(_DEEPLAB_PYTORCH, init='coco', lr=2.5e-4, batch_size=5, accum=1, iterations=20000, scale_range=(0.5, 1.5),
+                       loss='ce', paper=dict(val=71.4, test=71.2), paper_camera_ready=dict(val=70.4, test=70.0),
+                       source="clims_mcis.md A4 (COCO init) and A5"),
+    'mctformer': dict(arch='deeplabv1_r38', backbone='resnet38d', init='imagenet', lr=7e-4, momentum=1e-5, weight_decay=0.0,
+                      head_lr_mult=10, head_bias_lr_mult=10, backbone_bias_lr_mult=1, poly_power=0.9, lr_step=1, batch_size=4, accum=1,
+                      epochs=30, crop=321, scale_range=(0.7, 1.3), flip=True, pad_label=0, label_resize='logits', loss='ce',
+                      test_scales=(0.5, 0.75, 1.0, 1.25, 1.5), test_flip=False, test_fuse='max', test_crop=None, crf='mct_seg', crf_colour='rgb',
+                      paper=dict(val=71.9, test=71.6),
+                      source="mctformer_psa.md 'MCT segmentation stage' (seg/train_seg.py, run_seg.sh, infer_seg.py) and §5"),
+    'weakclip': dict(arch='deeplabv1_r38_bn', backbone='resnet38d', init='imagenet', lr=1e-3, momentum=0.9, weight_decay=5e-4,
+                     head_lr_mult=10, head_bias_lr_mult=20, backbone_bias_lr_mult=2, poly_power=0.9, lr_step=1, batch_size=10, accum=1,
+                     iterations=40000, crop=448, scale_range=(0.5, 1.5), flip=True, pad_label=255, label_resize='logits', loss='ce',
+                     test_scales=(0.5, 0.75, 1.0, 1.25, 1.5), test_flip=True, test_fuse='mean', test_crop=None,
+                     crf=dict(n_iter=10, gauss_sxy=1, gauss_compat=3, bi_sxy=112, bi_srgb=2, bi_compat=3), crf_colour='rgb',
+                     paper=dict(val=74.0, test=73.8),
+                     source="weakclip.md §7 (Yingyue-L/deeplabv1-resnet38 config.py) and §8"),
+    'mcis': dict(arch='largefov', backbone='resnet101', init='coco_cls', lr=1e-3, momentum=0.9, weight_decay=5e-4,
+                 head_lr_mult=10, head_bias_lr_mult=20, backbone_bias_lr_mult=1, poly_power=0.9, lr_step=1, batch_size=1, accum=10,
+                 iterations=16000, crop=321, scale_range=(0.7, 1.3), flip=True, pad_label=255, label_resize='labels', loss='ce',
+                 test_scales=(0.5, 0.75, 1.0, 1.25, 1.5), test_flip=True, test_fuse='mean', test_crop=401, crf='mcis_test', crf_colour='rgb',
+                 paper=dict(val=66.2, test=None), source="clims_mcis.md B8 (Caffe DeepLab-LargeFOV, ResNet-101); README 66.2 val"),
+}
+
+def seg_preset(name:str, # one of SEG_PRESETS
+               **overrides, # any preset key (lr, iterations, backbone, ...)
+              )->dict:
+    "A copy of a retraining preset with overrides applied."
+    if name not in SEG_PRESETS:
+        near = difflib.get_close_matches(str(name), SEG_PRESETS, n=1)
+        raise BadInputError(f"unknown segmentation preset {name!r}" + (f" (did you mean {near[0]!r}?)" if near else '') + f": use one of {list(SEG_PRESETS)}")
+    p = dict(SEG_PRESETS[name], name=name)
+    bad = sorted(set(overrides) - set(p) - {'scales', 'scale_range', 'epochs', 'iterations', 'init'})
+    if bad: raise BadInputError(f"segmentation preset {name!r}: unknown setting(s) {bad}")
+    p.update(overrides)
+    return p
+
+def schedule_for(p:dict, # a preset
+                 total_steps:int, # optimizer steps of the whole training
+                )->Schedule:
+    "The preset's poly schedule (deeplab-pytorch's every-`lr_step` update)."
+    return StepPoly(total_steps, p['poly_power'], p.get('lr_step', 1))
+
+# %% ../nbs/08_seg.ipynb #b6692ea5
+class SegCrops(torch.utils.data.Dataset):
+    "Random-scale, padded, random-crop, flipped training pairs (3×crop×crop float, crop×crop long) from images + masks."
+    def __init__(self, ds, # the images: an object with .image(id) (e.g. data.SegDataset)
+                 mask_dir:str|Path, # folder of <id>.png pseudo masks (0 bg, 1..C, 255 ignore)
+                 ids:list|None=None, # the training ids (None: ds.ids)
+                 crop:int=321, # crop size
+                 scales=None, # discrete scales drawn uniformly (deeplab-pytorch's list)
+                 scale_range=None, # or a (lo, hi) range drawn uniformly
+                 flip:bool=True, pad_label:int=255,
+                 mean=IMAGENET_MEAN, std=IMAGENET_STD,
+                ):
+        self.ds, self.mask_dir, self.ids = ds, Path(mask_dir), list(ds.ids if ids is None else ids)
+        if not self.mask_dir.is_dir(): raise MissingFileError(f"{self.mask_dir}: pseudo-mask folder not found")
+        missing = [i for i in self.ids if not (self.mask_dir/f'{i}.png').exists()]
+        if missing: raise MissingFileError(f"{self.mask_dir}: no pseudo mask for {len(missing)} of {len(self.ids)} training images (e.g. {missing[0]}.png)")
+        if scales is not None and scale_range is not None: raise BadInputError("give scales or scale_range, not both")
+        self.crop, self.scales, self.scale_range, self.flip, self.pad_label = int(crop), scales, scale_range, flip, pad_label
+        self.mean, self.std = torch.tensor(mean).view(3, 1, 1), torch.tensor(std).view(3, 1, 1)
+    def __len__(self): return len(self.ids)
+    def _scale(self)->float:
+        if self.scales: return float(self.scales[int(torch.randint(len(self.scales), ()))])
+        if self.scale_range: lo, hi = self.scale_range; return float(lo + (hi - lo) * torch.rand(()))
+        return 1.0
+    def __getitem__(self, i:int):
+        iid = self.ids[i]
+        x = torch.from_numpy(np.ascontiguousarray(self.ds.image(iid))).permute(2, 0, 1).float()
+        y = torch.from_numpy(read_mask(self.mask_dir/f'{iid}.png').astype(np.int64))
+        if y.shape != x.shape[1:]: raise BadInputError(f"{self.mask_dir/iid}.png: mask {tuple(y.shape)} but image {tuple(x.shape[1:])}")
+        s = self._scale()
+        if s != 1.0:
+            size = (max(1, int(x.shape[1] * s + 0.5)), max(1, int(x.shape[2] * s + 0.5)))
+            x = F.interpolate(x[None], size, mode='bilinear', align_corners=False)[0]
+            y = resize_labels(y[None], size)[0]
+        x = (x - self.mean) / self.std
+        c, (h, w) = self.crop, x.shape[1:]
+        ph, pw = max(c - h, 0), max(c - w, 0)
+        if ph or pw: x = F.pad(x, (0, pw, 0, ph)); y = F.pad(y, (0, pw, 0, ph), value=self.pad_label)
+        y0, x0 = int(torch.randint(x.shape[1] - c + 1, ())), int(torch.randint(x.shape[2] - c + 1, ()))
+        x, y = x[:, y0:y0 + c, x0:x0 + c], y[y0:y0 + c, x0:x0 + c]
+        if self.flip and float(torch.rand(())) < 0.5: x, y = x.flip(-1), y.flip(-1)
+        return x.contiguous(), y.contiguous()
+
+# %% ../nbs/08_seg.ipynb #972a67c4
+def _is_head(n): return n.startswith('head.') or '.head.' in n
+
+def seg_optimizer(model:nn.Module, p:dict, # a preset (lr, momentum, weight_decay, *_lr_mult)
+                 )->torch.optim.SGD:
+    "SGD with the DeepLab param groups: backbone ×1 (wd), backbone biases, head weights ×head_lr_mult (wd), head biases (no wd)."
+    wd = p['weight_decay']
+    rules = [dict(match=lambda n, q: _is_head(n) and q.ndim > 1, lr_mult=p['head_lr_mult'], weight_decay=wd, name='head weights'),
+             dict(match=lambda n, q: _is_head(n), lr_mult=p['head_bias_lr_mult'], weight_decay=0.0, name='head biases'),
+             dict(match=lambda n, q: q.ndim == 1, lr_mult=p.get('backbone_bias_lr_mult', 1), weight_decay=0.0, name='backbone biases')]
+    return torch.optim.SGD(param_groups(model, rules, p['lr'], weight_decay=wd), lr=p['lr'], momentum=p['momentum'])
+
+def seg_step(p:dict)->Callable:
+    "The trainer's step for a preset: the loss (`p['loss']`, summed over MSC's outputs) of the model on a batch."
+    def step(model, batch):
+        x, y = batch
+        return seg_loss(model(x), y, p['loss'], resize=p.get('label_resize', 'labels'))
+    return step
+
+def train_seg(model:nn.Module, # a model of `create_seg_model` (initial weights loaded)
+              data:SegCrops, # the training crops
+              p:dict, # a preset (`seg_preset`), with `epochs` (or `iterations`, turned into epochs)
+              run_dir:str|Path|None=None, # checkpoints/seg.pt and logs/seg.jsonl (resume); None: no checkpoint
+              gpus:int=1, # processes (GPUs); > 1 through accelerate
+              device=None, seed:int=0, stop_after:int|None=None, ckpt_every:int|None=None,
+              on_epoch_end:Callable|None=None, desc:str='seg',
+             )->list[dict]:
+    "Train a segmentation model on pseudo masks with the preset's optimizer, poly schedule and loss; the history."
+    bs, accum = int(p['batch_size']), int(p.get('accum', 1))
+    n_batches = len(data) // bs
+    if n_batches < 1: raise BadInputError(f"{len(data)} training images, batch_size {bs}: no batch")
+    epochs = p.get('epochs') or max(1, math.ceil(p['iterations'] * accum / n_batches))
+    steps = epochs * -(-n_batches // accum)
+    tr = Trainer(model, seg_optimizer(model, p), seg_step(p), data, epochs=int(epochs), batch_size=bs, accum=accum,
+                 schedule=schedule_for(p, steps), seed=seed, run_dir=run_dir, name='seg', processes=gpus, device=device,
+                 stop_after=stop_after, ckpt_every=ckpt_every, on_epoch_end=on_epoch_end, desc=desc, find_unused=True)
+    return tr.fit()
+
+# %% ../nbs/08_seg.ipynb #ca3512f4
+def inference_kwargs(p:dict)->dict:
+    "The `predict_probs` options of a preset (test scales, flip, fusion, sliding window)."
+    return dict(scales=tuple(p.get('test_scales', (1.0,))), flip=bool(p.get('test_flip', False)), fuse=p.get('test_fuse', 'mean'),
+                crop=p.get('test_crop'), pad=p.get('test_crop') is not None)
+
+def predict_mask(model:nn.Module, image:np.ndarray, num_classes:int,
+                 crf=None, # None, or a CRF preset name / dict (`wsss_lib.crf`) applied to the probabilities
+                 crf_colour:str='rgb', # the CRF's colour image: 'rgb' or 'deeplab_wrap' (deeplab-pytorch)
+                 **kw, # predict_probs options
+                )->np.ndarray:
+    "H×W uint8 label map: argmax of the (CRF-refined) probabilities."
+    probs = predict_probs(model, image, num_classes, **kw)
+    if crf is not None: probs = dense_crf(image, np.clip(probs, 0, 1), preset=crf, colour=crf_colour)
+    return probs.argmax(0).astype(np.uint8)
+
+def predict_masks(model:nn.Module, ds, # images: .image(id)
+                  out_dir:str|Path, num_classes:int,
+                  ids:list|None=None, crf=None, crf_colour:str='rgb',
+                  desc:str='segmentation', **kw, # predict_probs options
+                 )->Path:
+    "A label PNG per image in out_dir (existing ones are kept: resumable)."
+    out_dir = Path(out_dir); out_dir.mkdir(parents=True, exist_ok=True)
+    ids = list(ds.ids if ids is None else ids)
+    model.eval()
+    for i in progress([i for i in ids if not (out_dir/f'{i}.png').exists()], desc=desc):
+        save_mask(out_dir/f'{i}.png', predict_mask(model, ds.image(i), num_classes, crf, crf_colour, **kw))
+    return out_dir
+
+def evaluate_seg(pred_dir:str|Path, ds, ids:list|None=None, n_jobs:int|None=1)->dict:
+    "mIoU etc. of predicted PNGs against the dataset's GT (the shared evaluator)."
+    return evaluate_masks(pred_dir, ds, ids=ids, n_jobs=n_jobs)
+
+VOC_TEST_DIR = 'results/VOC2012/Segmentation/comp6_test_cls'
+
+def write_voc_test(model:nn.Module, ds, root:str|Path, num_classes:int=21, ids:list|None=None, **kw)->Path:
+    "Test-set PNGs in the VOC evaluation server's layout under `root` (root/results/VOC2012/Segmentation/comp6_test_cls)."
+    return predict_masks(model, ds, Path(root)/VOC_TEST_DIR, num_classes, ids=ids, desc='VOC test', **kw)
