@@ -19,10 +19,10 @@ from .train import Trainer, Schedule, param_groups
 
 # %% auto #0
 __all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'SEG_HEADS', 'SEG_ARCHS', 'SEG_LOSSES', 'SEG_PRESETS', 'VOC_TEST_DIR',
-           'predict_probs', 'SegBackbone', 'ASPP', 'SegNet', 'MSC', 'create_seg_model', 'load_init_weights',
-           'resize_labels', 'seg_ce', 'cgl_targets', 'cgl_loss', 'balanced_ce', 'seg_loss', 'StepPoly', 'seg_preset',
-           'schedule_for', 'SegCrops', 'seg_optimizer', 'seg_step', 'train_seg', 'inference_kwargs', 'predict_mask',
-           'predict_masks', 'evaluate_seg', 'write_voc_test']
+           'predict_probs', 'SegBackbone', 'ResNet38d', 'ASPP', 'SegNet', 'MSC', 'create_seg_model',
+           'load_init_weights', 'resize_labels', 'seg_ce', 'cgl_targets', 'cgl_loss', 'balanced_ce', 'seg_loss',
+           'StepPoly', 'seg_preset', 'schedule_for', 'SegCrops', 'seg_optimizer', 'seg_step', 'train_seg',
+           'inference_kwargs', 'predict_mask', 'predict_masks', 'evaluate_seg', 'write_voc_test']
 
 # %% ../nbs/08_seg.ipynb #ac3478d6
 IMAGENET_MEAN = (123.675, 116.28, 103.53)   # mmseg / timm ImageNet mean, RGB, 0-255 units
@@ -116,8 +116,8 @@ def _freeze_bn(module:nn.Module):
             for p in m.parameters(): p.requires_grad_(False)
 
 class SegBackbone(nn.Module):
-    "A timm backbone's last feature map, its last stages dilated to `output_stride`."
-    def __init__(self, name:str='resnet101', # timm model name
+    "A timm backbone's last feature map, its last stages dilated to `output_stride` (or PSA's ResNet-38: `resnet38d`)."
+    def __init__(self, name:str='resnet101', # timm model name, or 'resnet38d' (`ResNet38d`; `width=` scales it)
                  output_stride:int|None=8, # dilate to this stride (None: the model's own)
                  pretrained:bool=False, # timm's pretrained weights (downloads; see `load_init_weights` for local files)
                  freeze_bn:bool=True, # BatchNorm in eval mode, affine frozen
@@ -125,17 +125,81 @@ class SegBackbone(nn.Module):
                 ):
         super().__init__()
         import timm
-        kw = dict(features_only=True, out_indices=(-1,), pretrained=pretrained, **kwargs)
-        if output_stride is not None: kw['output_stride'] = output_stride
-        try: self.body = timm.create_model(name, **kw)
-        except RuntimeError as e: raise BadInputError(f"timm model {name!r} cannot be a segmentation backbone: {e}") from e
-        self.channels, self.stride, self.freeze = self.body.feature_info.channels()[-1], self.body.feature_info.reduction()[-1], freeze_bn
+        self.freeze = freeze_bn
+        if name == 'resnet38d':
+            if pretrained: raise BadInputError("ResNet-38 has no timm weights: load PSA's converted file with load_init_weights")
+            if output_stride not in (None, 8): raise BadInputError(f"ResNet-38 has output stride 8, not {output_stride}")
+            self.body = ResNet38d(**kwargs); self.channels, self.stride = self.body.channels, 8
+        else:
+            kw = dict(features_only=True, out_indices=(-1,), pretrained=pretrained, **kwargs)
+            if output_stride is not None: kw['output_stride'] = output_stride
+            try: self.body = timm.create_model(name, **kw)
+            except RuntimeError as e: raise BadInputError(f"timm model {name!r} cannot be a segmentation backbone: {e}") from e
+            self.channels, self.stride = self.body.feature_info.channels()[-1], self.body.feature_info.reduction()[-1]
         if freeze_bn: _freeze_bn(self.body)
     def train(self, mode:bool=True):
         super().train(mode)
         if self.freeze: _freeze_bn(self.body)
         return self
     def forward(self, x): return self.body(x)[-1]
+
+class _R38Block(nn.Module):
+    "PSA `ResBlock`: pre-activation 3×3-3×3 residual unit (BN-ReLU shared by the shortcut projection)."
+    def __init__(self, cin, cmid, cout, stride=1, first_dilation=None, dilation=1):
+        super().__init__()
+        fd = dilation if first_dilation is None else first_dilation
+        self.same_shape = cin == cout and stride == 1
+        self.bn_branch2a = nn.BatchNorm2d(cin)
+        self.conv_branch2a = nn.Conv2d(cin, cmid, 3, stride, padding=fd, dilation=fd, bias=False)
+        self.bn_branch2b1 = nn.BatchNorm2d(cmid)
+        self.conv_branch2b1 = nn.Conv2d(cmid, cout, 3, padding=dilation, dilation=dilation, bias=False)
+        if not self.same_shape: self.conv_branch1 = nn.Conv2d(cin, cout, 1, stride, bias=False)
+    def forward(self, x):
+        a = F.relu(self.bn_branch2a(x))
+        short = x if self.same_shape else self.conv_branch1(a)
+        return short + self.conv_branch2b1(F.relu(self.bn_branch2b1(self.conv_branch2a(a))))
+
+class _R38Bottleneck(nn.Module):
+    "PSA `ResBlock_bot`: pre-activation 1×1-3×3-1×1 unit with Dropout2d before the last two convs."
+    def __init__(self, cin, cout, dilation=1, dropout=0.):
+        super().__init__()
+        self.bn_branch2a = nn.BatchNorm2d(cin)
+        self.conv_branch2a = nn.Conv2d(cin, cout // 4, 1, bias=False)
+        self.bn_branch2b1 = nn.BatchNorm2d(cout // 4); self.dropout_2b1 = nn.Dropout2d(dropout)
+        self.conv_branch2b1 = nn.Conv2d(cout // 4, cout // 2, 3, padding=dilation, dilation=dilation, bias=False)
+        self.bn_branch2b2 = nn.BatchNorm2d(cout // 2); self.dropout_2b2 = nn.Dropout2d(dropout)
+        self.conv_branch2b2 = nn.Conv2d(cout // 2, cout, 1, bias=False)
+        self.conv_branch1 = nn.Conv2d(cin, cout, 1, bias=False)
+    def forward(self, x):
+        a = F.relu(self.bn_branch2a(x))
+        b = self.conv_branch2a(a)
+        b = self.conv_branch2b1(self.dropout_2b1(F.relu(self.bn_branch2b1(b))))
+        b = self.conv_branch2b2(self.dropout_2b2(F.relu(self.bn_branch2b2(b))))
+        return self.conv_branch1(a) + b
+
+class ResNet38d(nn.Module):
+    "PSA's ResNet-38 (`network/resnet38d.py`, OS 8: b5 dilation 2, b6/b7 dilation 4), its parameter names; `width` scales the channels (tests)."
+    def __init__(self, width:float=1.0):
+        super().__init__()
+        c = lambda n: max(4, int(round(n * width)))
+        self.conv1a = nn.Conv2d(3, c(64), 3, padding=1, bias=False)
+        spec = [('b2', c(64), c(128), c(128), 2), ('b2_1', c(128), c(128), c(128), 1), ('b2_2', c(128), c(128), c(128), 1),
+                ('b3', c(128), c(256), c(256), 2), ('b3_1', c(256), c(256), c(256), 1), ('b3_2', c(256), c(256), c(256), 1),
+                ('b4', c(256), c(512), c(512), 2)] + [(f'b4_{i}', c(512), c(512), c(512), 1) for i in range(1, 6)]
+        for name, ci, cm, co, s in spec: setattr(self, name, _R38Block(ci, cm, co, s))
+        self.b5 = _R38Block(c(512), c(512), c(1024), 1, first_dilation=1, dilation=2)
+        self.b5_1 = _R38Block(c(1024), c(512), c(1024), dilation=2)
+        self.b5_2 = _R38Block(c(1024), c(512), c(1024), dilation=2)
+        self.b6 = _R38Bottleneck(c(1024), c(2048), dilation=4, dropout=0.3)
+        self.b7 = _R38Bottleneck(c(2048), c(4096), dilation=4, dropout=0.5)
+        self.bn7 = nn.BatchNorm2d(c(4096))
+        self.conv1a.weight.requires_grad_(False)                 # PSA's `not_training`: conv1a stays as initialised
+        self.channels, self.stride = c(4096), 8
+        self._blocks = ['b2', 'b2_1', 'b2_2', 'b3', 'b3_1', 'b3_2', 'b4'] + [f'b4_{i}' for i in range(1, 6)] + ['b5', 'b5_1', 'b5_2', 'b6', 'b7']
+    def forward(self, x)->list:
+        x = self.conv1a(x)
+        for b in self._blocks: x = getattr(self, b)(x)
+        return [F.relu(self.bn7(x))]                              # conv6, as a one-entry list like timm's features_only
 
 class ASPP(nn.Module):
     "deeplab-pytorch `_ASPP`: one 3×3 conv to the classes per dilation rate, the branches **summed**."
@@ -206,7 +270,7 @@ def create_seg_model(arch:str='deeplabv2_msc', # one of SEG_ARCHS
     return MSC(net, msc_scales) if arch == 'deeplabv2_msc' else net
 
 # %% ../nbs/08_seg.ipynb #9e6a55b6
-_CLASSIFIER_PREFIXES = ('fc.', 'head.', 'classifier.', 'last_linear.')
+_CLASSIFIER_PREFIXES = ('fc.', 'head.', 'classifier.', 'last_linear.', 'fc8.')   # fc8: PSA's res38_cls.pth
 
 def _strip(sd:dict, prefix:str)->dict:
     return {k[len(prefix):]: v for k, v in sd.items()} if sd and all(k.startswith(prefix) for k in sd) else sd
