@@ -521,7 +521,7 @@ def train_seg(model:nn.Module, # a model of `create_seg_model` (initial weights 
     steps = epochs * -(-n_batches // accum)
     tr = Trainer(model, seg_optimizer(model, p), seg_step(p), data, epochs=int(epochs), batch_size=bs, accum=accum,
                  schedule=schedule_for(p, steps), seed=seed, run_dir=run_dir, name='seg', processes=gpus, device=device,
-                 stop_after=stop_after, ckpt_every=ckpt_every, on_epoch_end=on_epoch_end, desc=desc, find_unused=True)
+                 stop_after=stop_after, ckpt_every=ckpt_every, on_epoch_end=on_epoch_end, desc=desc)
     return tr.fit()
 
 # %% ../nbs/08_seg.ipynb #ca3512f4
