@@ -387,7 +387,6 @@ class StepPoly(Schedule):
         return init * (1 - (t - t % self.step_size) / self.max_steps) ** self.power
 
 # %% ../nbs/08_seg.ipynb #7719a1c7
-def _p(**kw): return kw
 _DEEPLAB_PYTORCH = dict(arch='deeplabv2_msc', backbone='resnet101', momentum=0.9, weight_decay=5e-4, head_lr_mult=10, head_bias_lr_mult=20,
                         backbone_bias_lr_mult=1, poly_power=0.9, lr_step=10, crop=321, flip=True, pad_label=255, label_resize='labels',
                         test_size=513, test_scales=(1.0,), test_flip=False, test_fuse='mean', test_crop=None, crf='deeplab', crf_colour='deeplab_wrap')
