@@ -5,6 +5,7 @@
 # %% ../nbs/08_seg.ipynb #da4b9237
 from __future__ import annotations
 import math, difflib
+import cv2
 from pathlib import Path
 from typing import Callable
 import numpy as np
@@ -12,22 +13,19 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from .core import BadInputError, MissingFileError, read_state_dict, check_image, progress, default_device
-from .data import save_mask, read_mask
+from .data import save_mask, read_mask, IMAGENET_MEAN, IMAGENET_STD
 from .crf import dense_crf, crf_params
 from .metrics import evaluate_masks
 from .train import Trainer, Schedule, param_groups
 
 # %% auto #0
-__all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'SEG_HEADS', 'SEG_ARCHS', 'SEG_LOSSES', 'SEG_PRESETS', 'VOC_TEST_DIR',
-           'predict_probs', 'SegBackbone', 'ResNet38d', 'ASPP', 'SegNet', 'MSC', 'create_seg_model',
-           'load_init_weights', 'resize_labels', 'seg_ce', 'cgl_targets', 'cgl_loss', 'balanced_ce', 'seg_loss',
-           'StepPoly', 'seg_preset', 'schedule_for', 'SegCrops', 'seg_optimizer', 'seg_step', 'train_seg',
-           'inference_kwargs', 'predict_mask', 'predict_masks', 'evaluate_seg', 'write_voc_test']
+__all__ = ['SEG_HEADS', 'SEG_ARCHS', 'SEG_LOSSES', 'SEG_PRESETS', 'VOC_TEST_DIR', 'predict_probs', 'SegBackbone', 'ResNet38d',
+           'ASPP', 'SegNet', 'MSC', 'create_seg_model', 'load_init_weights', 'resize_labels', 'seg_ce', 'cgl_targets',
+           'cgl_loss', 'balanced_ce', 'seg_loss', 'StepPoly', 'seg_preset', 'schedule_for', 'SegCrops', 'seg_optimizer',
+           'seg_step', 'train_seg', 'inference_kwargs', 'predict_mask', 'predict_masks', 'evaluate_seg',
+           'write_voc_test']
 
 # %% ../nbs/08_seg.ipynb #ac3478d6
-IMAGENET_MEAN = (123.675, 116.28, 103.53)   # mmseg / timm ImageNet mean, RGB, 0-255 units
-IMAGENET_STD = (58.395, 57.12, 57.375)
-
 def _logits(model, x:torch.Tensor)->torch.Tensor:
     "The model's B×C×h×w logits (MSC's training list -> its fused last entry; a dict -> its 'out')."
     out = model(x)
@@ -61,6 +59,16 @@ def _pair(v, what):
     if len(v) != 2 or min(v) < 1: raise BadInputError(f"{what}={v!r}: give an int or (h, w) of positive ints")
     return v
 
+def _scaled_view(x0:torch.Tensor, image, s:float, resize:str)->torch.Tensor:
+    "The image at scale s, 1×3×h×w in 0-255: torch bilinear on the float image, or mmseg's cv2 resize of the uint8 image."
+    H, W = x0.shape[-2:]
+    if resize == 'cv2':
+        size = (max(1, int(H * s + 0.5)), max(1, int(W * s + 0.5)))
+        if size == (H, W): return x0
+        return _as_image_tensor(cv2.resize(check_image(image), size[::-1], interpolation=cv2.INTER_LINEAR)).to(x0.device)
+    size = (max(1, round(H * s)), max(1, round(W * s)))
+    return x0 if size == (H, W) else F.interpolate(x0, size, mode='bilinear', align_corners=False)
+
 def _as_image_tensor(image)->torch.Tensor:
     "1×3×H×W float32 in 0-255 from an H×W×3 uint8 array (or a 3×H×W / 1×3×H×W float tensor in 0-255)."
     if isinstance(image, torch.Tensor) and image.ndim in (3, 4) and image.shape[-3] == 3 and image.is_floating_point():
@@ -77,26 +85,27 @@ def predict_probs(model:nn.Module, # image batch B×3×h×w (normalised) -> B×C
                   flip:bool=False, # also the horizontally flipped image at each scale (its map flipped back)
                   crop=None, # sliding-window size (int or (h, w)); None: the whole image at once
                   stride=None, # sliding-window stride (int or (h, w)); default: 2/3 of the crop (mmseg/MCIS)
-                  mean=IMAGENET_MEAN, std=IMAGENET_STD, # per-channel normalisation, RGB, 0-255 units
+                  mean=IMAGENET_MEAN, std=IMAGENET_STD, # per-channel normalisation of [0, 1] RGB (`wsss_lib.data`'s units)
                   pad:bool=False, # pad windows larger than the image to the full crop (Caffe DeepLab); mmseg: False
                   fuse:str='mean', # 'mean' of the views' softmax (mmseg aug_test) or 'max' (MCTformer infer_seg)
                   device=None, # None: the model's device
+                  resize:str='torch', # scaled views: 'torch' (bilinear on the float image, sides rounded) or 'cv2' (mmseg: cv2 bilinear on the uint8 image, int(side·s + 0.5))
                  )->np.ndarray: # float32 C×H×W softmax probabilities (numpy), averaged over scales × flips
     "Softmax probabilities of a segmentation model on one image, over scales × flips, optionally by sliding window."
     if fuse not in ('mean', 'max'): raise BadInputError(f"fuse={fuse!r}: use 'mean' or 'max'")
+    if resize not in ('torch', 'cv2'): raise BadInputError(f"resize={resize!r}: use 'torch' or 'cv2'")
+    if resize == 'cv2' and not isinstance(image, np.ndarray): raise BadInputError("resize='cv2' scales the H×W×3 uint8 image: pass it as a numpy array")
     scales = [float(s) for s in (scales if isinstance(scales, (list, tuple)) else [scales])]
     if not scales or min(scales) <= 0: raise BadInputError(f"scales={scales!r}: give positive numbers")
     crop = _pair(crop, 'crop'); stride = _pair(stride, 'stride') or (crop and tuple(max(1, math.ceil(c * 2 / 3)) for c in crop))
     dev = torch.device(device) if device is not None else next(iter(model.parameters()), torch.zeros(())).device
     x0 = _as_image_tensor(image).to(dev)
     H, W = x0.shape[-2:]
-    m = torch.tensor(mean, dtype=torch.float32, device=dev).view(1, 3, 1, 1)
-    sd = torch.tensor(std, dtype=torch.float32, device=dev).view(1, 3, 1, 1)
+    m = torch.tensor(mean, dtype=torch.float32, device=dev).view(1, 3, 1, 1) * 255
+    sd = torch.tensor(std, dtype=torch.float32, device=dev).view(1, 3, 1, 1) * 255
     acc = None
     for s in scales:
-        size = (max(1, round(H * s)), max(1, round(W * s)))
-        xs = x0 if size == (H, W) else F.interpolate(x0, size, mode='bilinear', align_corners=False)
-        xs = (xs - m) / sd
+        xs = (_scaled_view(x0, image, s, resize) - m) / sd
         for fl in ([False, True] if flip else [False]):
             xv = xs.flip(-1) if fl else xs
             lg = _slide(model, xv, num_classes, crop, stride, pad) if crop else _logits(model, xv)
@@ -460,7 +469,7 @@ class SegCrops(torch.utils.data.Dataset):
         if missing: raise MissingFileError(f"{self.mask_dir}: no pseudo mask for {len(missing)} of {len(self.ids)} training images (e.g. {missing[0]}.png)")
         if scales is not None and scale_range is not None: raise BadInputError("give scales or scale_range, not both")
         self.crop, self.scales, self.scale_range, self.flip, self.pad_label = int(crop), scales, scale_range, flip, pad_label
-        self.mean, self.std = torch.tensor(mean).view(3, 1, 1), torch.tensor(std).view(3, 1, 1)
+        self.mean, self.std = torch.tensor(mean).view(3, 1, 1) * 255, torch.tensor(std).view(3, 1, 1) * 255   # [0, 1] units on 0-255 pixels
     def __len__(self): return len(self.ids)
     def _scale(self)->float:
         if self.scales: return float(self.scales[int(torch.randint(len(self.scales), ()))])

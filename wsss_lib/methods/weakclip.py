@@ -20,6 +20,7 @@ from ..data import VOC_CLASSES, COCO_CLASSES, COCO_CATEGORY_IDS, IMAGENET_MEAN, 
 from ..crf import dense_crf, crf_params
 from ..cam import CAMSource, register_cam_source
 from ..train import MMCVCosine, param_groups
+from ..seg import predict_probs
 
 # %% auto #0
 __all__ = ['COCO_UNUSED', 'WEAKCLIP_SCALES', 'WEAKCLIP_SETTINGS', 'weakclip_class_names', 'weakclip_settings', 'pyramid_adapter',
@@ -582,46 +583,6 @@ class WeakClipObjective:
         return total, {k: v.detach() for k, v in parts.items()}
 
 # %% ../../nbs/12_weakclip.ipynb #54ceb912
-def _slide_logits(model, x:torch.Tensor, num_classes:int, crop:int, stride:int)->torch.Tensor:
-    "mmseg `slide_inference` without the final resize: [1, K, h, w] logits averaged over windows."
-    _, _, h, w = x.shape
-    gh, gw = max(h - crop + stride - 1, 0) // stride + 1, max(w - crop + stride - 1, 0) // stride + 1
-    out, cnt = x.new_zeros(1, num_classes, h, w), x.new_zeros(1, 1, h, w)
-    for i in range(gh):
-        for j in range(gw):
-            y2, x2 = min(i * stride + crop, h), min(j * stride + crop, w)
-            y1, x1 = max(y2 - crop, 0), max(x2 - crop, 0)
-            win = x[:, :, y1:y2, x1:x2]
-            out[:, :, y1:y2, x1:x2] += F.interpolate(model(win).float(), size=win.shape[2:], mode='bilinear', align_corners=False)
-            cnt[:, :, y1:y2, x1:x2] += 1
-    return out / cnt
-
-# moves to wsss_lib.seg.predict_probs when the segmentation stage lands
-@torch.no_grad()
-def _predict_probs(model, # callable: normalised [1,3,h,w] -> [1,K,h',w'] logits (any resolution)
-                   image:np.ndarray, # H×W×3 uint8 RGB
-                   num_classes:int, # K (background included)
-                   scales=(1.0,), # factors of the original size (each view cv2-bilinear resized to round(side·s))
-                   flip:bool=True, # also the horizontally flipped view of every scale
-                   crop:int=512, stride:int=341, # slide windows
-                   mean=IMAGENET_MEAN, std=IMAGENET_STD, # normalisation (0-1 units)
-                  )->np.ndarray: # [K, H, W] float32 probabilities, averaged over views
-    "MS × flip softmax averaging with mmseg slide windows."
-    image = check_image(image)
-    H, W = image.shape[:2]
-    dev = next(model.parameters()).device if isinstance(model, nn.Module) else torch.device('cpu')
-    mu, sd = torch.tensor(mean, device=dev).view(1, 3, 1, 1) * 255, torch.tensor(std, device=dev).view(1, 3, 1, 1) * 255
-    acc, n = torch.zeros(1, num_classes, H, W, device=dev), 0
-    for s in scales:
-        h, w = max(1, int(H * s + 0.5)), max(1, int(W * s + 0.5))
-        im = image if (h, w) == (H, W) else cv2.resize(image, (w, h), interpolation=cv2.INTER_LINEAR)
-        x = (torch.from_numpy(np.ascontiguousarray(im)).to(dev).permute(2, 0, 1)[None].float() - mu) / sd
-        for f in ((False, True) if flip else (False,)):
-            lg = _slide_logits(model, x.flip(-1) if f else x, num_classes, crop, stride)
-            p = F.interpolate(lg, size=(H, W), mode='bilinear', align_corners=False).softmax(1)
-            acc += p.flip(-1) if f else p; n += 1
-    return (acc / n)[0].float().cpu().numpy()
-
 def weakclip_scales(h:int, w:int, ratios=WEAKCLIP_SCALES, img_scale=(2048, 512))->list[float]:
     "The official test views as factors of an h×w image: r · min(long/max(h,w), short/min(h,w))."
     f = min(max(img_scale) / max(h, w), min(img_scale) / min(h, w))
@@ -654,7 +615,7 @@ def make_weakclip_masks(model:WeakCLIP, dataset, # .ids, .image(id)
     for i in progress(todo, desc=desc):
         img = dataset.image(i)
         sc = weakclip_scales(*img.shape[:2], ratios, img_scale) if scales is None else scales
-        pr = _predict_probs(model, img, model.num_classes, sc, flip, crop, stride, mean, std)
+        pr = predict_probs(model, img, model.num_classes, sc, flip, crop, stride, mean, std, resize='cv2')
         if raw_dir is not None: save_mask(Path(raw_dir)/f'{i}.png', weakclip_pseudo_mask(img, pr, None))
         save_mask(out_dir/f'{i}.png', weakclip_pseudo_mask(img, pr, crf_preset))
     return dict(written=todo, skipped=[i for i in ids if i not in set(todo)])
@@ -693,7 +654,7 @@ class WeakClipCAMSource(CAMSource):
     def probs(self, image:np.ndarray)->np.ndarray:
         "[K+1, H, W] averaged probabilities (background first)."
         sc = weakclip_scales(*image.shape[:2]) if self.scales is None else self.scales
-        return _predict_probs(self.model, image, self.model.num_classes, sc, self.flip, self.crop, self.stride, self.mean, self.std)
+        return predict_probs(self.model, image, self.model.num_classes, sc, self.flip, self.crop, self.stride, self.mean, self.std, resize='cv2')
 
 @patch
 def compute(self:WeakClipCAMSource, image:np.ndarray, keys, image_id:str|None=None, **opts)->dict:
