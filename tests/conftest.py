@@ -13,9 +13,9 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if 'slow' in item.keywords: item.add_marker(skip)
 
-@pytest.fixture
+@pytest.fixture(scope='session')
 def run_experiment_nb():
-    "Execute nbs/experiments/NAME.ipynb under papermill (kernel python3, cwd = repo): run(name, out_nb, **params)."
+    "Execute nbs/experiments/NAME.ipynb under papermill (kernel python3, cwd = repo): run(name, out_nb, **params); stateless, so one per session serves module-scoped fixtures too."
     from pathlib import Path
     repo = Path(__file__).resolve().parents[1]
     def run(name, out_nb, **params):

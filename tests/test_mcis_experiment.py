@@ -23,16 +23,6 @@ def _stable(m):
 
 
 @pytest.fixture(scope='module')
-def run_experiment_nb():
-    papermill = pytest.importorskip('papermill')
-    os.environ.setdefault('MPLBACKEND', 'Agg')
-    def run(name, out_nb, **params):
-        papermill.execute_notebook(str(REPO/'nbs'/'experiments'/f'{name}.ipynb'), str(out_nb), parameters=params,
-                                   kernel_name='python3', progress_bar=False, cwd=str(REPO))
-    return run
-
-
-@pytest.fixture(scope='module')
 def smoke_run(tmp_path_factory, run_experiment_nb):
     "One uninterrupted smoke run under papermill (the reference of the resume tests)."
     d = tmp_path_factory.mktemp('mcis')
