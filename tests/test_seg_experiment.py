@@ -45,7 +45,7 @@ def test_seg_smoke_files_and_metrics(smoke_run):
 def test_seg_sigkill_during_training_then_resume(smoke_run, tmp_path):
     "`wsss run seg --preset smoke` killed (SIGKILL) after a training checkpoint, resumed: the uninterrupted run's metrics."
     runs = tmp_path/'runs'
-    env = dict(os.environ, WSSS_RUNS=str(runs), WSSS_EXPERIMENTS=str(REPO/'nbs'/'experiments'), WSSS_DEVICE='cpu', OMP_NUM_THREADS='1')
+    env = dict(os.environ, WSSS_RUNS=str(runs), WSSS_EXPERIMENTS=str(REPO/'nbs'/'experiments'), WSSS_DEVICE='cpu')   # the reference run's thread count: numerics depend on it
     env.pop('IN_TEST', None)
     cmd = [sys.executable, '-m', 'wsss_lib.cli', 'run', 'seg', '--preset', 'smoke', '-p', 'ckpt_every', '1', '-p', 'n_jobs', '1',
            '--run-id', 'killed', '--no-progress']
