@@ -88,6 +88,8 @@ def test_mcis_sigkill_during_training_then_resume(smoke_run, tmp_path):
     log = (d/'log.txt').read_text()
     assert 'MCIS 1/3: loss' not in log.split('=== attempt 2')[-1]      # epoch 1 was not trained again
     assert _stable(json.loads((d/'metrics.json').read_text())) == _stable(json.loads((smoke_run/'run'/'metrics.json').read_text()))
+    # the smoke preset ran to the end through `wsss run` (test_runs' generic smoke test leaves this experiment to this test)
+    assert json.loads((d/'status.json').read_text())['status'] == 'finished' and not list(d.rglob('*.tmp*'))
 
 
 def test_presets_match_the_reference():

@@ -65,3 +65,5 @@ def test_seg_sigkill_during_training_then_resume(smoke_run, tmp_path):
     assert r.returncode == 0, r.stdout + r.stderr
     assert '=== attempt 2' in (d/'log.txt').read_text()
     assert _stable(json.loads((d/'metrics.json').read_text())) == _stable(json.loads((smoke_run/'metrics.json').read_text()))
+    # the smoke preset ran to the end through `wsss run` (test_runs' generic smoke test leaves this experiment to this test)
+    assert json.loads((d/'status.json').read_text())['status'] == 'finished' and not list(d.rglob('*.tmp*'))

@@ -91,3 +91,5 @@ def test_weakclip_sigkill_during_training_then_resume(smoke_run, tmp_path):
     log = (d/'log.txt').read_text()
     assert 'WeakCLIP 1/2: loss' not in log.split('=== attempt 2')[-1]      # the first 'epoch' was not trained again
     assert _stable(json.loads((d/'metrics.json').read_text())) == _stable(json.loads((smoke_run/'run'/'metrics.json').read_text()))
+    # the smoke preset ran to the end through `wsss run` (test_runs' generic smoke test leaves this experiment to this test)
+    assert json.loads((d/'status.json').read_text())['status'] == 'finished' and not list(d.rglob('*.tmp*'))
