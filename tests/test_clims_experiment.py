@@ -7,6 +7,7 @@ import json, os, signal, subprocess, sys, time
 from pathlib import Path
 import numpy as np
 import pytest
+from conftest import kill_at_checkpoint_then_resume
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
@@ -16,6 +17,9 @@ REFERENCE = {'voc': dict(weights=(10, 24, 1, 0.2), cbs_threshold=0.26, epochs=15
                          weight_decay=1e-4, power=0.9, momentum_quirk=True, resize_long=(320, 640), crop=512),
              'coco': dict(weights=(2, 14, 1.25, 0.2), cbs_threshold=0.285, epochs=8, batch_size=16, lr=5e-4),
              'camera_ready': dict(weights=(10, 25, 29.5, 1.15), epochs=10, batch_size=16, lr=2.5e-4)}
+
+
+def _assert(ok): assert ok, 'the killed run already wrote its later stages'
 
 
 def _stable(m):
@@ -89,25 +93,9 @@ def test_clims_smoke_files_metrics_and_resume(smoke_run, run_experiment_nb):
 
 def test_clims_sigkill_during_training_then_resume(smoke_run, tmp_path):
     "`wsss run clims --preset smoke` killed (SIGKILL) after its first epoch's checkpoint, resumed: the uninterrupted metrics."
-    runs, exps = tmp_path/'runs', REPO/'nbs'/'experiments'
-    env = dict(os.environ, WSSS_RUNS=str(runs), WSSS_EXPERIMENTS=str(exps), WSSS_DEVICE='cpu'); env.pop('IN_TEST', None)
-    cmd = [sys.executable, '-m', 'wsss_lib.cli', 'run', 'clims', '--preset', 'smoke', '-p', 'n_jobs', '1', '--run-id', 'killed', '--no-progress']
-    d = runs/'clims'/'killed'
-    p = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd='/')
-    t0 = time.time()
-    while not (d/'checkpoints'/'clims.pt').exists():
-        assert p.poll() is None and time.time() - t0 < 240, 'the run ended before its first checkpoint'
-        time.sleep(0.05)
-    assert p.poll() is None, 'the run finished before it could be killed'
-    p.send_signal(signal.SIGKILL); p.wait(30); time.sleep(2)
-    assert not (d/'metrics.json').exists() or 'crf' not in json.loads((d/'metrics.json').read_text())
-    r = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd='/', timeout=400)
-    assert r.returncode == 0, r.stdout + r.stderr
-    log = (d/'log.txt').read_text()
-    assert 'CLIMS 1/3: loss' not in log.split('=== attempt 2')[-1]      # epoch 1 was not trained again
+    d = kill_at_checkpoint_then_resume('clims', tmp_path/'runs', 'clims.pt', [('n_jobs', 1)], after_kill=lambda d: _assert(not (d/'metrics.json').exists() or 'crf' not in json.loads((d/'metrics.json').read_text())))
+    assert 'CLIMS 1/3: loss' not in (d/'log.txt').read_text().split('=== attempt 2')[-1]      # the first epoch was not trained again
     assert _stable(json.loads((d/'metrics.json').read_text())) == _stable(json.loads((smoke_run/'run'/'metrics.json').read_text()))
-    # the smoke preset ran to the end through `wsss run` (test_runs' generic smoke test leaves this experiment to this test)
-    assert json.loads((d/'status.json').read_text())['status'] == 'finished' and not list(d.rglob('*.tmp*'))
 
 
 def test_clims_plus_ablation_and_stage_order(tmp_path, run_experiment_nb):

@@ -6,6 +6,7 @@ import json, os, signal, subprocess, sys, time
 from pathlib import Path
 import numpy as np
 import pytest
+from conftest import kill_at_checkpoint_then_resume
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
@@ -13,6 +14,9 @@ SPEC = yaml.safe_load((REPO/'nbs'/'experiments'/'mcis.yaml').read_text())
 # clims_mcis.md B7/B8: train.sh, train.py, test.py
 REFERENCE = dict(input_size=256, epochs=15, batch_size=5, lr=1e-3, milestones=[5, 10], weight_decay=5e-4, contrast_from=2, common=1.0,
                  infer_epoch=10, n_related=3, gate=0.1, backbone='vgg16_d1')
+
+
+def _assert(ok): assert ok, 'the killed run already wrote its later stages'
 
 
 def _stable(m):
@@ -71,25 +75,9 @@ def test_mcis_smoke_files_metrics_and_resume(smoke_run, run_experiment_nb):
 
 def test_mcis_sigkill_during_training_then_resume(smoke_run, tmp_path):
     "`wsss run mcis --preset smoke` killed (SIGKILL) after its first epoch's checkpoint, resumed: the uninterrupted metrics."
-    runs, exps = tmp_path/'runs', REPO/'nbs'/'experiments'
-    env = dict(os.environ, WSSS_RUNS=str(runs), WSSS_EXPERIMENTS=str(exps), WSSS_DEVICE='cpu'); env.pop('IN_TEST', None)
-    cmd = [sys.executable, '-m', 'wsss_lib.cli', 'run', 'mcis', '--preset', 'smoke', '-p', 'n_jobs', '1', '--run-id', 'killed', '--no-progress']
-    d = runs/'mcis'/'killed'
-    p = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd='/')
-    t0 = time.time()
-    while not (d/'checkpoints'/'mcis.pt').exists():
-        assert p.poll() is None and time.time() - t0 < 240, 'the run ended before its first checkpoint'
-        time.sleep(0.02)
-    assert p.poll() is None, 'the run finished before it could be killed'
-    p.send_signal(signal.SIGKILL); p.wait(30); time.sleep(1)
-    assert not (d/'metrics.json').exists() or 'masks' not in json.loads((d/'metrics.json').read_text())
-    r = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd='/', timeout=400)
-    assert r.returncode == 0, r.stdout + r.stderr
-    log = (d/'log.txt').read_text()
-    assert 'MCIS 1/3: loss' not in log.split('=== attempt 2')[-1]      # epoch 1 was not trained again
+    d = kill_at_checkpoint_then_resume('mcis', tmp_path/'runs', 'mcis.pt', [('n_jobs', 1)], after_kill=lambda d: _assert(not (d/'metrics.json').exists() or 'masks' not in json.loads((d/'metrics.json').read_text())))
+    assert 'MCIS 1/3: loss' not in (d/'log.txt').read_text().split('=== attempt 2')[-1]      # the first epoch was not trained again
     assert _stable(json.loads((d/'metrics.json').read_text())) == _stable(json.loads((smoke_run/'run'/'metrics.json').read_text()))
-    # the smoke preset ran to the end through `wsss run` (test_runs' generic smoke test leaves this experiment to this test)
-    assert json.loads((d/'status.json').read_text())['status'] == 'finished' and not list(d.rglob('*.tmp*'))
 
 
 def test_presets_match_the_reference():

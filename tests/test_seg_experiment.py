@@ -4,6 +4,7 @@ SIGKILL during training followed by a resume that ends with the uninterrupted ru
 import json, os, signal, subprocess, sys, time
 from pathlib import Path
 import pytest
+from conftest import kill_at_checkpoint_then_resume
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
@@ -44,26 +45,10 @@ def test_seg_smoke_files_and_metrics(smoke_run):
 
 def test_seg_sigkill_during_training_then_resume(smoke_run, tmp_path):
     "`wsss run seg --preset smoke` killed (SIGKILL) after a training checkpoint, resumed: the uninterrupted run's metrics."
-    runs = tmp_path/'runs'
-    env = dict(os.environ, WSSS_RUNS=str(runs), WSSS_EXPERIMENTS=str(REPO/'nbs'/'experiments'), WSSS_DEVICE='cpu')   # the reference run's thread count: numerics depend on it
-    env.pop('IN_TEST', None)
-    cmd = [sys.executable, '-m', 'wsss_lib.cli', 'run', 'seg', '--preset', 'smoke', '-p', 'ckpt_every', '1', '-p', 'n_jobs', '1',
-           '--run-id', 'killed', '--no-progress']
-    d = runs/'seg'/'killed'
-    p = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd='/')
-    t0 = time.time()
-    while not (d/'checkpoints'/'seg.pt').exists():
-        assert p.poll() is None and time.time() - t0 < 120, 'the run ended before its first checkpoint'
-        time.sleep(0.02)
-    assert p.poll() is None, 'the run finished before it could be killed'
-    p.send_signal(signal.SIGKILL); p.wait(30)
-    assert not (d/'metrics.json').exists()
-    import torch
-    tr = torch.load(d/'checkpoints'/'seg.pt', weights_only=True)['extra']['trainer']
-    assert (tr['epoch'], tr['batch']) < (3, 0), 'the kill came after training'     # killed mid-training (3 epochs of 2 batches)
-    r = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd='/', timeout=300)
-    assert r.returncode == 0, r.stdout + r.stderr
-    assert '=== attempt 2' in (d/'log.txt').read_text()
+    def killed_mid_training(d):
+        import torch
+        assert not (d/'metrics.json').exists()
+        tr = torch.load(d/'checkpoints'/'seg.pt', weights_only=True)['extra']['trainer']
+        assert (tr['epoch'], tr['batch']) < (3, 0), 'the kill came after training'     # killed mid-training (3 epochs of 2 batches)
+    d = kill_at_checkpoint_then_resume('seg', tmp_path/'runs', 'seg.pt', [('ckpt_every', 1), ('n_jobs', 1)], after_kill=killed_mid_training)
     assert _stable(json.loads((d/'metrics.json').read_text())) == _stable(json.loads((smoke_run/'metrics.json').read_text()))
-    # the smoke preset ran to the end through `wsss run` (test_runs' generic smoke test leaves this experiment to this test)
-    assert json.loads((d/'status.json').read_text())['status'] == 'finished' and not list(d.rglob('*.tmp*'))

@@ -7,10 +7,14 @@ import json, os, signal, subprocess, sys, time
 from pathlib import Path
 import numpy as np
 import pytest
+from conftest import kill_at_checkpoint_then_resume
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 SPEC = yaml.safe_load((REPO/'nbs'/'experiments'/'weakclip.yaml').read_text())
+
+
+def _assert(ok): assert ok, 'the killed run already wrote its later stages'
 
 
 def _stable(m):
@@ -74,22 +78,6 @@ def test_weakclip_presets_match_the_reference():
 
 def test_weakclip_sigkill_during_training_then_resume(smoke_run, tmp_path):
     "`wsss run weakclip --preset smoke` killed (SIGKILL) after its first checkpoint, resumed: the uninterrupted metrics."
-    runs, exps = tmp_path/'runs', REPO/'nbs'/'experiments'
-    env = dict(os.environ, WSSS_RUNS=str(runs), WSSS_EXPERIMENTS=str(exps), WSSS_DEVICE='cpu'); env.pop('IN_TEST', None)
-    cmd = [sys.executable, '-m', 'wsss_lib.cli', 'run', 'weakclip', '--preset', 'smoke', '--run-id', 'killed', '--no-progress']
-    d = runs/'weakclip'/'killed'
-    p = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd='/')
-    t0 = time.time()
-    while not (d/'checkpoints'/'weakclip.pt').exists():
-        assert p.poll() is None and time.time() - t0 < 240, 'the run ended before its first checkpoint'
-        time.sleep(0.05)
-    assert p.poll() is None, 'the run finished before it could be killed'
-    p.send_signal(signal.SIGKILL); p.wait(30); time.sleep(1)
-    assert not (d/'masks').exists() or not any((d/'masks').iterdir())
-    r = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd='/', timeout=400)
-    assert r.returncode == 0, r.stdout + r.stderr
-    log = (d/'log.txt').read_text()
-    assert 'WeakCLIP 1/2: loss' not in log.split('=== attempt 2')[-1]      # the first 'epoch' was not trained again
+    d = kill_at_checkpoint_then_resume('weakclip', tmp_path/'runs', 'weakclip.pt', (), after_kill=lambda d: _assert(not (d/'masks').exists() or not any((d/'masks').iterdir())))
+    assert 'WeakCLIP 1/2: loss' not in (d/'log.txt').read_text().split('=== attempt 2')[-1]      # the first epoch was not trained again
     assert _stable(json.loads((d/'metrics.json').read_text())) == _stable(json.loads((smoke_run/'run'/'metrics.json').read_text()))
-    # the smoke preset ran to the end through `wsss run` (test_runs' generic smoke test leaves this experiment to this test)
-    assert json.loads((d/'status.json').read_text())['status'] == 'finished' and not list(d.rglob('*.tmp*'))
