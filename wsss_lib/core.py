@@ -4,10 +4,9 @@
 
 # %% ../nbs/00_core.ipynb #da4b9237
 from __future__ import annotations
-import os, io, json, pickle, random, tempfile, warnings, contextlib
+import os, io, sys, json, pickle, random, tempfile, warnings, contextlib
 from pathlib import Path
 import numpy as np
-import torch
 from PIL import Image, UnidentifiedImageError
 
 # %% auto #0
@@ -16,7 +15,7 @@ __all__ = ['IMAGE_READ_ERRORS', 'WsssError', 'BadInputError', 'MissingFileError'
            'load_torch', 'read_state_dict', 'load_npy_safe', 'image_read_error', 'read_image', 'check_image',
            'progress', 'parallel_map']
 
-# %% ../nbs/00_core.ipynb #ac3478d6
+# %% ../nbs/00_core.ipynb #902ba3cd
 class WsssError(Exception):
     "Base class of the errors wsss_lib raises for bad input."
 
@@ -26,10 +25,11 @@ class BadInputError(WsssError, ValueError):
 class MissingFileError(WsssError, FileNotFoundError):
     "A file or folder the user pointed at does not exist."
 
-# %% ../nbs/00_core.ipynb #fe5dbbce
+# %% ../nbs/00_core.ipynb #b1d57811
 def default_device(device:str|torch.device|None=None, # explicit choice ('cpu', 'cuda', 'cuda:1', 'mps'); None = automatic
                   )->torch.device:
     "The device to use: `device`, else `$WSSS_DEVICE`, else cuda > mps > cpu."
+    import torch
     device = device if device not in (None, '', 'auto') else os.environ.get('WSSS_DEVICE') or None
     if device is None:
         if torch.cuda.is_available(): return torch.device('cuda')
@@ -41,11 +41,12 @@ def default_device(device:str|torch.device|None=None, # explicit choice ('cpu', 
     if dev.type == 'mps' and not torch.backends.mps.is_available(): raise BadInputError(f"device {device!r} asked for, but MPS is not available here")
     return dev
 
-# %% ../nbs/00_core.ipynb #17ba0791
+# %% ../nbs/00_core.ipynb #bd307a3e
 def seed_everything(seed:int=0, # the seed
                     deterministic:bool=False, # also ask torch for deterministic kernels (slower on GPU)
                    ):
     "Seed `random`, NumPy and torch (CPU and all GPUs)."
+    import torch
     random.seed(seed); np.random.seed(seed); torch.manual_seed(seed)
     if torch.cuda.is_available(): torch.cuda.manual_seed_all(seed)
     if deterministic:
@@ -54,16 +55,18 @@ def seed_everything(seed:int=0, # the seed
 
 def rng_state()->dict:
     "The state of every random generator, to store in a checkpoint."
+    import torch
     st = dict(python=random.getstate(), numpy=np.random.get_state(), torch=torch.get_rng_state())
     if torch.cuda.is_available(): st['cuda'] = torch.cuda.get_rng_state_all()
     return st
 
 def set_rng_state(st:dict):
     "Restore what `rng_state` captured."
+    import torch
     random.setstate(st['python']); np.random.set_state(st['numpy']); torch.set_rng_state(st['torch'])
     if 'cuda' in st and torch.cuda.is_available(): torch.cuda.set_rng_state_all(st['cuda'])
 
-# %% ../nbs/00_core.ipynb #fa35e192
+# %% ../nbs/00_core.ipynb #1574bddb
 _UMASK = os.umask(0); os.umask(_UMASK)  # read once: mkstemp makes 0600 files, the result should get the usual mode
 
 @contextlib.contextmanager
@@ -117,16 +120,18 @@ def save_png(path:str|Path, arr:np.ndarray, # H×W (grey or palette indices) or 
 
 def save_torch(path:str|Path, obj):
     "`torch.save` atomically (checkpoints)."
+    import torch
     with atomic_write(path) as f: torch.save(obj, f)
 
 def load_torch(path:str|Path, map_location='cpu'):
     "Load a checkpoint safely (`weights_only=True`: tensors, numbers, strings, containers; never arbitrary pickles)."
     path = Path(path)
     if not path.exists(): raise MissingFileError(f"{path}: checkpoint not found")
+    import torch
     try: return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e: raise BadInputError(f"{path}: cannot load checkpoint ({type(e).__name__}: {e})") from e
 
-# %% ../nbs/00_core.ipynb #1574bddb
+# %% ../nbs/00_core.ipynb #9e6a55b6
 def read_state_dict(src, # a path to a torch (`weights_only`) or safetensors checkpoint, or a state dict
                    )->tuple[dict, str]: # (the state dict, a name for messages)
     "A checkpoint's state dict, unwrapped from `model` / `state_dict` entries; a `BadInputError` naming it when it is none."
@@ -143,7 +148,7 @@ def read_state_dict(src, # a path to a torch (`weights_only`) or safetensors che
     if not isinstance(sd, dict): raise BadInputError(f"{name}: not a state dict")
     return dict(sd), name
 
-# %% ../nbs/00_core.ipynb #91032ad7
+# %% ../nbs/00_core.ipynb #12c6fc06
 _NPY_GLOBALS = {('numpy', 'ndarray'), ('numpy', 'dtype'), ('_codecs', 'encode'),
                 ('numpy.core.multiarray', '_reconstruct'), ('numpy.core.multiarray', 'scalar'),
                 ('numpy._core.multiarray', '_reconstruct'), ('numpy._core.multiarray', 'scalar'),
@@ -151,6 +156,7 @@ _NPY_GLOBALS = {('numpy', 'ndarray'), ('numpy', 'dtype'), ('_codecs', 'encode'),
 
 def _load_storage_weights_only(b:bytes):
     "Stands in for `torch.storage._load_from_bytes`: tensor data only (`weights_only=True`), on the CPU."
+    import torch
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')
         return torch.load(io.BytesIO(b), weights_only=True, map_location='cpu')
@@ -189,7 +195,7 @@ def load_npy_safe(path:str|Path, # a `.npy` file: a plain array, or a pickled ob
     if isinstance(obj, np.ndarray) and obj.dtype == object and obj.ndim == 0: obj = obj.item()
     return obj
 
-# %% ../nbs/00_core.ipynb #f6e1126c
+# %% ../nbs/00_core.ipynb #bc33ea4e
 IMAGE_READ_ERRORS = (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError)
 
 def image_read_error(path, # the file PIL failed on
@@ -221,12 +227,13 @@ def read_image(path:str|Path, # an image file PIL can read (JPEG, PNG, ...)
     except IMAGE_READ_ERRORS as e:
         raise image_read_error(path, e) from e
 
-# %% ../nbs/00_core.ipynb #22d200f8
+# %% ../nbs/00_core.ipynb #cb4e5208
 def check_image(image, # H×W×3 uint8 RGB: NumPy array, torch tensor or array-like
                 what:str='image', # how the error names it
                )->np.ndarray: # the image as a NumPy array (not copied when it already is one)
     "Validate an H×W×3 uint8 RGB image; a `BadInputError` naming `what` and the shape/dtype found otherwise."
-    if isinstance(image, torch.Tensor): image = image.detach().cpu().numpy()
+    torch = sys.modules.get('torch')   # not imported yet: `image` cannot be a tensor
+    if torch is not None and isinstance(image, torch.Tensor): image = image.detach().cpu().numpy()
     try: a = np.asarray(image)
     except Exception: a = None
     if a is None or a.dtype == object:
@@ -236,7 +243,7 @@ def check_image(image, # H×W×3 uint8 RGB: NumPy array, torch tensor or array-l
     if a.shape[0] == 0 or a.shape[1] == 0: raise BadInputError(f"{what} is empty: shape {a.shape} (height and width must be > 0)")
     return a
 
-# %% ../nbs/00_core.ipynb #b6692ea5
+# %% ../nbs/00_core.ipynb #972a67c4
 def _in_live_notebook()->bool:
     if os.environ.get('WSSS_HEADLESS') or os.environ.get('PAPERMILL_INPUT_PATH') or os.environ.get('IN_TEST'): return False
     try:
