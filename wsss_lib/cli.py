@@ -4,32 +4,36 @@
 
 # %% ../nbs/33_cli.ipynb #da4b9237
 from __future__ import annotations
-import sys, signal, argparse, subprocess
+import sys, signal, fnmatch, argparse, datetime, subprocess
 from pathlib import Path
 from .core import WsssError, BadInputError
 from .experiments import (DEFAULT_EXPERIMENT, experiments_dir, runs_dir, repo_root, list_experiments, load_experiment,
                                   params_table, _table, _short)
-from .runs import (STATUS_FILE, PARAMS_FILE, read_status, read_params_record, read_metrics, headline_metrics,
-                           update_status, _fmt)
-from .execute import run_experiment
+from .runs import (STATUS_FILE, PARAMS_FILE, METRICS_FILE, read_status, read_params_record, read_metrics,
+                           headline_metrics, run_kind, update_status, _fmt)
 
 # %% auto #0
 __all__ = ['find_runs', 'resolve_run', 'runs_table', 'compare_table', 'exit_code', 'main', 'run_or_resume']
 
 # %% ../nbs/33_cli.ipynb #ac3478d6
+def _started(r:Path)->str:
+    "When the run started (status.json), or, for an interactive folder, when its metrics (else the folder) last changed."
+    if s := read_status(r).get('started'): return s
+    p = r/METRICS_FILE if (r/METRICS_FILE).exists() else r
+    return datetime.datetime.fromtimestamp(p.stat().st_mtime).astimezone().isoformat(timespec='seconds')
+
 def find_runs(runs_root:str|Path|None=None, experiment:str|None=None)->list[Path]:
-    "Run folders (holding status.json or params.yaml) under the runs folder, oldest first."
+    "Run folders under the runs folder (`wsss run`'s and the notebooks' interactive ones, see `run_kind`), oldest first."
     root = runs_dir(runs_root)
     if not root.is_dir(): return []
     exps = [root/experiment] if experiment else sorted(p for p in root.iterdir() if p.is_dir())
-    out = [r for e in exps if e.is_dir() for r in e.iterdir()
-           if r.is_dir() and ((r/STATUS_FILE).exists() or (r/PARAMS_FILE).exists())]
-    return sorted(out, key=lambda r: (read_status(r).get('started') or '', str(r)))
+    out = [r for e in exps if e.is_dir() for r in e.iterdir() if run_kind(r)]
+    return sorted(out, key=lambda r: (_started(r), str(r)))
 
 def resolve_run(spec:str, runs_root:str|Path|None=None)->Path:
     "A run folder from `EXPERIMENT/RUN_ID`, a unique `RUN_ID`, or a path."
     p = Path(spec).expanduser()
-    if p.is_dir() and ((p/STATUS_FILE).exists() or (p/PARAMS_FILE).exists()): return p.resolve()
+    if run_kind(p): return p.resolve()
     root = runs_dir(runs_root)
     if (root/spec).is_dir() and '/' in spec.strip('/'): return root/spec.strip('/')
     hits = [r for r in find_runs(root) if r.name == spec]
@@ -42,28 +46,66 @@ def _duration(s)->str:
     s = float(s)
     return f'{s:.0f}s' if s < 120 else f'{s/60:.1f}m' if s < 7200 else f'{s/3600:.1f}h'
 
+def _headline_keys(run:Path, _cache:dict={})->list:
+    "The metric names the run's experiment calls headline (its status record's, else the experiment's YAML)."
+    if head := read_status(run).get('headline'): return list(head)
+    name = run.parent.name
+    if name not in _cache:
+        try: _cache[name] = load_experiment(name).headline
+        except WsssError: _cache[name] = []
+    return _cache[name]
+
 def runs_table(runs_root:str|Path|None=None, experiment:str|None=None)->str:
-    "The runs, their status, preset, start, run time and headline metrics."
+    "The runs, how they were made, their status, preset, start, run time and headline metrics."
     rows = []
     for r in find_runs(runs_root, experiment):
-        st, rec = read_status(r), read_params_record(r)
-        head = st.get('headline') or headline_metrics(read_metrics(r))
-        rows.append((f'{r.parent.name}/{r.name}', st.get('status', '?'), rec.get('preset') or st.get('preset') or '',
-                     (st.get('started') or '')[:16].replace('T', ' '), _duration(st.get('seconds')),
-                     '  '.join(f'{k}={_fmt(v)}' for k, v in (head or {}).items())))
+        st, rec, kind = read_status(r), read_params_record(r), run_kind(r)
+        head = st.get('headline') or headline_metrics(read_metrics(r), _headline_keys(r))
+        rows.append((f'{r.parent.name}/{r.name}', kind, st.get('status', '?' if kind == 'headless' else '-'),
+                     rec.get('preset') or st.get('preset') or '', _started(r)[:16].replace('T', ' '),
+                     _duration(st.get('seconds')), '  '.join(f'{k}={_fmt(v)}' for k, v in (head or {}).items())))
     if not rows: return f"no runs in {runs_dir(runs_root)}"
-    return _table(rows, ['run', 'status', 'preset', 'started', 'time', 'metrics'])
+    return _table(rows, ['run', 'kind', 'status', 'preset', 'started', 'time', 'metrics'])
+
+def _matches(name:str, patterns:list)->bool:
+    "Whether a dotted metric name starts with one of `patterns`, or matches one that is a glob."
+    return any(fnmatch.fnmatchcase(name, p) if any(c in p for c in '*?[') else name.startswith(p) for p in patterns)
+
+def _cell(v, n:int=24)->str:
+    "A metric value as `compare` shows it: long strings (hashes, paths) shortened to `n` characters."
+    s = _fmt(v)
+    return s if len(s) <= n else s[:n-3] + '...'
+
+def _no_match(patterns:list, keys:list)->BadInputError:
+    tops = list(dict.fromkeys(k.split('.')[0] for k in keys))
+    return BadInputError(f"no metric matches {', '.join(map(repr, patterns))}; these runs' metrics start with: "
+                         f"{', '.join(tops[:30])}{' ...' if len(tops) > 30 else ''} (a PATTERN is the start of a "
+                         "dotted name, or a glob such as '*miou*')")
 
 def compare_table(runs:list, # run specs (see resolve_run)
-                  runs_root:str|Path|None=None)->str:
-    "Metrics of several runs side by side, then the parameters that differ between them."
+                  runs_root:str|Path|None=None,
+                  metrics:list|None=None, # name starts or globs (see `_matches`); None = every metric, headlines first
+                 )->str:
+    "Metrics of several runs side by side, headline metrics first, then the parameters that differ between them."
     dirs = [resolve_run(s, runs_root) for s in runs]
     names = [f'{d.parent.name}/{d.name}' for d in dirs]
     mets = [read_metrics(d) for d in dirs]
     keys = list(dict.fromkeys(k for m in mets for k in m))
-    rows = [('status',) + tuple(read_status(d).get('status', '?') for d in dirs)]
-    rows += [(k,) + tuple(_fmt(m[k]) if k in m else '-' for m in mets) for k in keys]
+    head = [k for k in dict.fromkeys(k for d in dirs for k in _headline_keys(d)) if k in keys]
+    rest = [k for k in keys if k not in head]
+    row = lambda k: (k,) + tuple(_cell(m[k]) if k in m else '-' for m in mets)
+    rows = [('status',) + tuple(read_status(d).get('status', run_kind(d)) for d in dirs)]
+    if metrics:
+        if not (sel := [k for k in head + rest if _matches(k, metrics)]): raise _no_match(metrics, keys)
+        rows += [row(k) for k in sel]
+    else:
+        if head: rows += [('headline metrics:',) + ('',)*len(dirs)] + [row(k) for k in head]
+        if head and rest: rows += [(f'other metrics ({len(rest)}):',) + ('',)*len(dirs)]
+        rows += [row(k) for k in rest]
     out = _table(rows, ['metric'] + names)
+    if not metrics and len(rest) > 40:   # the headlines scrolled away: say where they are and how to see less
+        out += (f"\n({len(rest)} other metrics; the headline ones are at the top. Fewer: "
+                f"--metrics {(head or rest)[0]!r} or '{rest[0].split('.')[0]}.*')")
     pars = [(read_params_record(d).get('params') or {}) | {'preset': read_params_record(d).get('preset')} for d in dirs]
     pk = [k for k in dict.fromkeys(k for p in pars for k in p) if len({repr(p.get(k)) for p in pars}) > 1]
     if pk: out += '\n\nparameters that differ:\n' + _table([(k,) + tuple(_short(p.get(k), 30) for p in pars) for k in pk], ['parameter'] + names)
@@ -87,12 +129,15 @@ def _parser()->argparse.ArgumentParser:
     r.add_argument('--no-progress', action='store_true', help="no per-cell progress bar")
     p = sub.add_parser('params', help="an experiment's parameters, defaults, allowed values and presets")
     p.add_argument('experiment')
-    sub.add_parser('experiments', help='the experiments that can be run')
-    l = sub.add_parser('runs', help='runs with their status and headline metrics')
+    sub.add_parser('experiments', help="the experiments that can be run, one line each (`wsss params NAME` tells more)")
+    l = sub.add_parser('runs', help="runs (`wsss run`'s and the notebooks' interactive ones) with their status and headline metrics")
     l.add_argument('experiment', nargs='?')
     l.add_argument('--runs-dir')
-    c = sub.add_parser('compare', help='a metrics table of several runs')
+    c = sub.add_parser('compare', help='a metrics table of several runs (headline metrics first)')
     c.add_argument('runs', nargs='+', metavar='RUN', help='EXPERIMENT/RUN_ID, RUN_ID or a run folder')
+    c.add_argument('--metrics', action='append', metavar='PATTERN',
+                   help="only the metrics whose dotted name starts with PATTERN, or matches it as a glob ('*miou*'); "
+                        "comma-separated or repeated")
     c.add_argument('--runs-dir')
     return ap
 
@@ -106,6 +151,7 @@ def exit_code(st:dict)->int:
 
 # %% ../nbs/33_cli.ipynb #17ba0791
 def _cmd_run(a)->int:
+    from wsss_lib.execute import run_experiment   # here: papermill, Jupyter and the rest only for `wsss run`
     st = run_experiment(a.experiment, a.param, a.params_file, a.preset, a.run_id, a.device, a.force, a.runs_dir,
                         verbose=a.verbose, progress_bar=not a.no_progress, execution_timeout=a.timeout)
     return exit_code(st)
@@ -117,17 +163,18 @@ def _cmd_experiments(a)->int:
     d = experiments_dir()
     rows = []
     for n in list_experiments(d):
-        try: rows.append((n, load_experiment(n, d).description))
-        except WsssError as e: rows.append((n, f'(cannot be run: {e})'))
-    print(_table(rows, ['experiment', 'description']) if rows else f'no experiments in {d}')
-    print(f"\n`wsss run demo` runs {DEFAULT_EXPERIMENT}")
+        try: rows.append((n, load_experiment(n, d).summary))
+        except WsssError as e: rows.append((n, _cell(f'(cannot be run: {e})', 100)))
+    print(_table(rows, ['experiment', 'summary']) if rows else f'no experiments in {d}')
+    print(f"\n`wsss params NAME` shows an experiment's description, parameters and presets; `wsss run demo` runs {DEFAULT_EXPERIMENT}")
     return 0
 
 def _cmd_runs(a)->int:
     print(runs_table(a.runs_dir, a.experiment)); return 0
 
 def _cmd_compare(a)->int:
-    print(compare_table(a.runs, a.runs_dir)); return 0
+    pats = [p.strip() for m in (a.metrics or []) for p in m.split(',') if p.strip()]
+    print(compare_table(a.runs, a.runs_dir, pats or None)); return 0
 
 _COMMANDS = dict(run=_cmd_run, params=_cmd_params, experiments=_cmd_experiments, runs=_cmd_runs, compare=_cmd_compare)
 

@@ -4,7 +4,7 @@
 
 # %% ../nbs/30_experiments.ipynb #da4b9237
 from __future__ import annotations
-import os, ast, io, json, difflib, tokenize, contextlib
+import os, re, ast, io, json, difflib, tokenize, contextlib
 from dataclasses import dataclass, field
 from pathlib import Path
 import yaml
@@ -12,9 +12,9 @@ import wsss_lib
 from .core import BadInputError, MissingFileError
 
 # %% auto #0
-__all__ = ['DEFAULT_EXPERIMENT', 'repo_root', 'experiments_dir', 'runs_dir', 'list_experiments', 'Param', 'parameters_cell',
-           'notebook_parameters', 'parse_value', 'coerce', 'Experiment', 'load_experiment', 'params_table',
-           'resolve_params']
+__all__ = ['DEFAULT_EXPERIMENT', 'repo_root', 'experiments_dir', 'runs_dir', 'list_experiments', 'Param', 'safe_yaml',
+           'parameters_cell', 'notebook_parameters', 'parse_value', 'coerce', 'summarize', 'Experiment',
+           'load_experiment', 'params_table', 'resolve_params']
 
 # %% ../nbs/30_experiments.ipynb #c1dfd96e
 DEFAULT_EXPERIMENT = 'demo'  # what `wsss run demo` (and `make demo`) runs: nbs/experiments/demo.ipynb
@@ -93,6 +93,18 @@ def _kind_of_annotation(node)->tuple[str|None, bool]:
         return _kind_of_annotation(node.slice)[0], True
     return 'any', False
 
+_LINE = re.compile(r'[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+\Z')   # lines as `ast` counts them (\r\n, \r, \n; no \f)
+
+def _segment(lines:list, node)->str:
+    "`ast.get_source_segment(src, node)` from `src`'s lines split once (it splits the whole source at every call)."
+    l0, l1, c0, c1 = node.lineno - 1, node.end_lineno - 1, node.col_offset, node.end_col_offset
+    if l0 == l1: return lines[l0].encode()[c0:c1].decode()
+    return ''.join([lines[l0].encode()[c0:].decode()] + lines[l0+1:l1] + [lines[l1].encode()[:c1].decode()])
+
+def safe_yaml(text:str):
+    "`yaml.safe_load(text)`, through libyaml's C loader where PyYAML has it (the pure-Python one is ~10× slower)."
+    return yaml.load(text, Loader=getattr(yaml, 'CSafeLoader', yaml.SafeLoader))
+
 def _comments(src:str)->dict:
     out = {}
     with contextlib.suppress(tokenize.TokenError, IndentationError, SyntaxError):
@@ -117,12 +129,12 @@ def notebook_parameters(nb_path:str|Path)->dict[str, Param]:
     src = parameters_cell(nb_path)
     try: tree = ast.parse(src)
     except SyntaxError as e: raise BadInputError(f"{nb_path}: the parameters cell does not parse ({e})") from None
-    comments, out = _comments(src), {}
+    comments, out, lines = _comments(src), {}, _LINE.findall(src)
     for node in tree.body:
         if isinstance(node, ast.Assign): targets, value, ann = node.targets, node.value, None
         elif isinstance(node, ast.AnnAssign) and node.value is not None: targets, value, ann = [node.target], node.value, node.annotation
         else: continue
-        expr = ast.get_source_segment(src, value) or ''
+        expr = _segment(lines, value)
         try: default, literal = ast.literal_eval(value), True
         except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError): default, literal = None, False
         kind, nullable = (_kind_of(default) if literal else 'any'), default is None
@@ -136,7 +148,7 @@ def notebook_parameters(nb_path:str|Path)->dict[str, Param]:
                 out[t.id] = Param(t.id, default, kind, help, nullable or kind == 'any', literal, expr)
     return out
 
-# %% ../nbs/30_experiments.ipynb #7b52009b
+# %% ../nbs/30_experiments.ipynb #fa35e192
 _TRUE, _FALSE = ('true', 'yes', 'on'), ('false', 'no', 'off')
 
 def parse_value(raw:str):
@@ -190,7 +202,19 @@ def coerce(p:Param, # the parameter
         if p.max is not None and v > p.max: raise bad(f"must be <= {p.max}")
     return v
 
-# %% ../nbs/30_experiments.ipynb #f1abd670
+# %% ../nbs/30_experiments.ipynb #9e6a55b6
+def summarize(text:str, # a description
+              n:int=100, # the most characters of the summary
+             )->str:
+    "The first sentence or clause of `text` on one line, cut at a word to at most `n` characters (with '…')."
+    s = ' '.join(str(text).split())
+    for sep in ('. ', '; '):
+        if sep in s: s = s.split(sep, 1)[0] + ('.' if sep == '. ' else '')
+    if len(s) <= n: return s
+    cut = s[:n-1] if s[n-1] == ' ' else s[:n-1].rsplit(' ', 1)[0]   # whole words only
+    return cut.rstrip(' ,;:—-(') + '…'
+
+# %% ../nbs/30_experiments.ipynb #91032ad7
 @dataclass
 class Experiment:
     "An experiment notebook, its parameters and its YAML (description, presets, constraints, headline metrics)."
@@ -199,10 +223,11 @@ class Experiment:
     params:dict
     presets:dict=field(default_factory=dict)
     description:str=''
+    summary:str=''           # one line for `wsss experiments` (the YAML's `summary`, else `summarize(description)`)
     headline:list=field(default_factory=list)
     spec_path:Path|None=None
 
-_SPEC_KEYS, _PARAM_KEYS = {'description', 'headline', 'params', 'presets'}, {'min', 'max', 'choices', 'type', 'help', 'nullable'}
+_SPEC_KEYS, _PARAM_KEYS = {'description', 'summary', 'headline', 'params', 'presets'}, {'min', 'max', 'choices', 'type', 'help', 'nullable'}
 
 def _spec_error(path, msg): return BadInputError(f"{path}: {msg}")
 
@@ -223,11 +248,12 @@ def load_experiment(name:str, # experiment name (`demo` = DEFAULT_EXPERIMENT)
     sp = path.with_suffix('.yaml')
     if not sp.exists(): return exp
     exp.spec_path = sp
-    try: spec = yaml.safe_load(sp.read_text()) or {}
+    try: spec = safe_yaml(sp.read_text()) or {}
     except yaml.YAMLError as e: raise _spec_error(sp, f"not valid YAML ({e})") from None
     if not isinstance(spec, dict): raise _spec_error(sp, "must be a mapping with description/headline/params/presets")
     if unknown := set(spec) - _SPEC_KEYS: raise _spec_error(sp, f"unknown keys {sorted(unknown)}; allowed: {sorted(_SPEC_KEYS)}")
     exp.description = str(spec.get('description') or '').strip()
+    exp.summary = ' '.join(str(spec.get('summary') or '').split()) or summarize(exp.description)
     exp.headline = list(spec.get('headline') or [])
     for pname, c in (spec.get('params') or {}).items():
         if pname not in params: raise _spec_error(sp, f"params: {pname!r} is not a parameter of {path.name} ({', '.join(params)})")
@@ -257,7 +283,7 @@ def load_experiment(name:str, # experiment name (`demo` = DEFAULT_EXPERIMENT)
     exp.presets = {str(k): dict(v) for k, v in presets.items()}
     return exp
 
-# %% ../nbs/30_experiments.ipynb #9e6a55b6
+# %% ../nbs/30_experiments.ipynb #d435a6cd
 def _table(rows:list, header:list|None=None, indent:str='')->str:
     rows = [[str(c) for c in r] for r in ([header] if header else []) + list(rows)]
     if not rows: return ''
@@ -286,7 +312,7 @@ def params_table(exp:Experiment)->str:
 def _load_params_file(path:str|Path)->dict:
     path = Path(path)
     if not path.exists(): raise MissingFileError(f"{path}: parameter file not found")
-    try: d = yaml.safe_load(path.read_text()) or {}
+    try: d = safe_yaml(path.read_text()) or {}
     except yaml.YAMLError as e: raise BadInputError(f"{path}: not valid YAML ({e})") from None
     if isinstance(d, dict) and isinstance(d.get('params'), dict) and 'experiment' in d: d = d['params']  # a run's params.yaml
     if not isinstance(d, dict): raise BadInputError(f"{path}: expects a mapping parameter -> value")

@@ -6,16 +6,15 @@
 from __future__ import annotations
 import os, re, json, fcntl, socket, datetime, contextlib
 from pathlib import Path
-import numpy as np
 import yaml
 from .core import WsssError, BadInputError, atomic_write, save_json
-from .experiments import runs_dir
+from .experiments import runs_dir, safe_yaml
 
 # %% auto #0
-__all__ = ['ARTEFACT_DIRS', 'STATUS_FILE', 'PARAMS_FILE', 'METRICS_FILE', 'NOTEBOOK_FILE', 'LOG_FILE', 'LOCK_FILE', 'STATUSES',
-           'run_folder', 'unfinished_ids', 'clean_temp_files', 'prepare_run_dir', 'RunBusyError', 'run_lock',
-           'read_status', 'update_status', 'read_params_record', 'write_params_record', 'read_metrics',
-           'headline_metrics']
+__all__ = ['ARTEFACT_DIRS', 'STATUS_FILE', 'PARAMS_FILE', 'METRICS_FILE', 'NOTEBOOK_FILE', 'LOG_FILE', 'LOCK_FILE',
+           'INTERACTIVE_RUN', 'STATUSES', 'run_folder', 'unfinished_ids', 'clean_temp_files', 'prepare_run_dir',
+           'run_kind', 'RunBusyError', 'run_lock', 'read_status', 'update_status', 'read_params_record',
+           'write_params_record', 'read_metrics', 'headline_metrics']
 
 # %% ../nbs/31_runs.ipynb #ac3478d6
 ARTEFACT_DIRS = ('cams', 'masks', 'checkpoints', 'figures')
@@ -60,15 +59,24 @@ def clean_temp_files(folder:str|Path)->list[Path]:
             with contextlib.suppress(FileNotFoundError): p.unlink(); out.append(p)
     return out
 
+INTERACTIVE_RUN = 'interactive'   # the run id of a notebook run in Jupyter (where `run_dir` is None)
+
 def prepare_run_dir(run_dir:str|Path|None, # the `run_dir` parameter (None in an interactive session)
                     experiment:str='dev', # names the interactive folder: runs/EXPERIMENT/interactive
                    )->Path:
     "The run folder as a Path, with its artefact subfolders created."
-    d = Path(run_dir) if run_dir else runs_dir()/experiment/'interactive'
+    d = Path(run_dir) if run_dir else runs_dir()/experiment/INTERACTIVE_RUN
     for sub in ARTEFACT_DIRS: (d/sub).mkdir(parents=True, exist_ok=True)
     return d
 
-# %% ../nbs/31_runs.ipynb #17ba0791
+def run_kind(folder:str|Path)->str|None:
+    "'headless' for a folder `wsss run` made (it holds status.json or params.yaml), 'interactive' for a notebook's interactive folder, else None."
+    folder = Path(folder)
+    if not folder.is_dir(): return None
+    if (folder/STATUS_FILE).exists() or (folder/PARAMS_FILE).exists(): return 'headless'
+    return 'interactive' if folder.name == INTERACTIVE_RUN else None
+
+# %% ../nbs/31_runs.ipynb #bd307a3e
 class RunBusyError(BadInputError):
     "Another process is running this run folder."
 
@@ -102,7 +110,7 @@ def run_lock(run_dir:str|Path, # the run folder (created when missing)
         yield run_dir
     finally: os.close(fd)  # releases the lock
 
-# %% ../nbs/31_runs.ipynb #0716d970
+# %% ../nbs/31_runs.ipynb #b3f0c7f6
 STATUSES = ('running', 'finished', 'failed', 'interrupted', 'timed out')
 
 def _proc_start(pid:int)->str|None:
@@ -164,7 +172,7 @@ def read_params_record(run_dir:str|Path, # the run folder
     p = Path(run_dir)/PARAMS_FILE
     if not p.exists(): return {}
     try:
-        rec = yaml.safe_load(p.read_text())
+        rec = safe_yaml(p.read_text())
         if not isinstance(rec, dict) or not isinstance(rec.get('params', {}), dict):
             raise ValueError("expected a mapping with experiment, preset and a params mapping")
     except (OSError, UnicodeDecodeError, yaml.YAMLError, ValueError) as e:
