@@ -17,7 +17,8 @@ CHROMIUM = shutil.which('chromium') or ('/usr/bin/chromium' if Path('/usr/bin/ch
 def _need(ok:bool, why:str):
     if ok: return
     if os.environ.get('CI'): pytest.fail(f'{why} (CI must provide it: .ci/run installs chromium; playwright is a dev requirement)')
-    pytest.skip(why)
+    pytest.skip(f'{why}: the dashboards were NOT tested in a real browser. To test them: sudo apt-get install -y chromium '
+                '(Debian), .venv/bin/pip install playwright (README, "make test")')
 
 def _free_port()->int:
     with socket.socket() as s:
