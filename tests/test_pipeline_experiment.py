@@ -68,3 +68,25 @@ def test_pipeline_killed_in_segmentation_then_resumed(pipeline_run):
     got = json.loads((pipeline_run/'pipeline'/'killed'/'metrics.json').read_text())
     ref = json.loads((pipeline_run/'pipeline'/'ref'/'metrics.json').read_text())
     assert _stable(got) == _stable(ref)
+
+
+def test_every_pipeline_method_starts_valid_runs():
+    "Each method's stage parameters (world and smoke, and WeakCLIP's input run) resolve against that experiment's schema, and the yaml lists exactly those methods."
+    import nbformat, yaml
+    from wsss_lib.core import BadInputError
+    from wsss_lib.experiments import load_experiment, resolve_params
+    nb = nbformat.read(REPO/'nbs'/'experiments'/'pipeline.ipynb', as_version=4)
+    src = next(c.source for c in nb.cells if c.cell_type == 'code' and 'METHODS = {' in c.source)
+    ns = dict(method='clip_es', teaching_world=lambda: '/teaching', BadInputError=BadInputError)
+    exec(src, ns)
+    M = ns['METHODS']
+    assert set(M) == set(yaml.safe_load((REPO/'nbs'/'experiments'/'pipeline.yaml').read_text())['params']['method']['choices'])
+    assert {m for m in M if M[m].get('input')} == {'weakclip'} and M['weakclip']['input'] == 'mctformer'
+    for m, spec in M.items():
+        exp = load_experiment(m, REPO/'nbs'/'experiments')
+        for kind in ('world', 'smoke'):
+            preset, pars = spec[kind](None)
+            if kind == 'world' and spec.get('input'): pars = pars + [('masks_run', 'mctformer/x')]
+            resolve_params(exp, [(k, str(v)) for k, v in pars], preset=preset)
+            if kind == 'world': assert [v for k, v in pars if k in ('limit', 'train_limit')] == [1000], m   # 1000 train images each
+    with pytest.raises(BadInputError, match='method'): exec(src, dict(ns, method='nope'))
