@@ -90,3 +90,18 @@ def test_every_pipeline_method_starts_valid_runs():
             resolve_params(exp, [(k, str(v)) for k, v in pars], preset=preset)
             if kind == 'world': assert [v for k, v in pars if k in ('limit', 'train_limit')] == [1000], m   # 1000 train images each
     with pytest.raises(BadInputError, match='method'): exec(src, dict(ns, method='nope'))
+
+
+def test_methods_table_segmentation_column(pipeline_run, tmp_path):
+    "The all-methods table's segmentation column reads the pipeline's seg run, on the seg run's own val images: its mIoU + CRF, not marked †."
+    import papermill
+    seg = json.loads((pipeline_run/'seg'/'ref'/'metrics.json').read_text())
+    papermill.execute_notebook(str(REPO/'nbs'/'experiments'/'methods_table.ipynb'), str(tmp_path/'out.ipynb'), kernel_name='python3', progress_bar=False, cwd=str(REPO),
+                               parameters=dict(data_root=seg['data_root'], split='val', methods=['clip_es'], seg_runs={'clip_es': 'ref'},
+                                               seg_runs_root=str(pipeline_run), run_missing=False, figures_dir=None, n_overlay=2, run_dir=str(tmp_path/'mt')))
+    m = json.loads((tmp_path/'mt'/'metrics.json').read_text())
+    s = m['rows']['CLIP-ES']['seg']
+    assert (s['miou'], s['crf_miou'], s['masks_run'], s['same_images']) == (seg['seg']['miou'], seg['seg_crf']['miou'], 'clip_es/ref', True)
+    assert all('seg' not in r for n, r in m['rows'].items() if n != 'CLIP-ES')         # the Grad-CAM ablations make no masks to train on
+    md = (tmp_path/'mt'/'figures'/'methods_table.md').read_text()
+    assert f"| {100 * seg['seg_crf']['miou']:.1f} |" in md.split('| CLIP-ES |')[1].split('\n')[0] and '†' not in md
