@@ -68,3 +68,40 @@ def test_pipeline_killed_in_segmentation_then_resumed(pipeline_run):
     got = json.loads((pipeline_run/'pipeline'/'killed'/'metrics.json').read_text())
     ref = json.loads((pipeline_run/'pipeline'/'ref'/'metrics.json').read_text())
     assert _stable(got) == _stable(ref)
+
+
+def test_every_pipeline_method_starts_valid_runs():
+    "Each method's stage parameters (world and smoke, and WeakCLIP's input run) resolve against that experiment's schema, and the yaml lists exactly those methods."
+    import nbformat, yaml
+    from wsss_lib.core import BadInputError
+    from wsss_lib.experiments import load_experiment, resolve_params
+    nb = nbformat.read(REPO/'nbs'/'experiments'/'pipeline.ipynb', as_version=4)
+    src = next(c.source for c in nb.cells if c.cell_type == 'code' and 'METHODS = {' in c.source)
+    ns = dict(method='clip_es', teaching_world=lambda: '/teaching', BadInputError=BadInputError)
+    exec(src, ns)
+    M = ns['METHODS']
+    assert set(M) == set(yaml.safe_load((REPO/'nbs'/'experiments'/'pipeline.yaml').read_text())['params']['method']['choices'])
+    assert {m for m in M if M[m].get('input')} == {'weakclip'} and M['weakclip']['input'] == 'mctformer'
+    for m, spec in M.items():
+        exp = load_experiment(m, REPO/'nbs'/'experiments')
+        for kind in ('world', 'smoke'):
+            preset, pars = spec[kind](None)
+            if kind == 'world' and spec.get('input'): pars = pars + [('masks_run', 'mctformer/x')]
+            resolve_params(exp, [(k, str(v)) for k, v in pars], preset=preset)
+            if kind == 'world': assert [v for k, v in pars if k in ('limit', 'train_limit')] == [1000], m   # 1000 train images each
+    with pytest.raises(BadInputError, match='method'): exec(src, dict(ns, method='nope'))
+
+
+def test_methods_table_segmentation_column(pipeline_run, tmp_path):
+    "The all-methods table's segmentation column reads the pipeline's seg run, on the seg run's own val images: its mIoU + CRF, not marked †."
+    import papermill
+    seg = json.loads((pipeline_run/'seg'/'ref'/'metrics.json').read_text())
+    papermill.execute_notebook(str(REPO/'nbs'/'experiments'/'methods_table.ipynb'), str(tmp_path/'out.ipynb'), kernel_name='python3', progress_bar=False, cwd=str(REPO),
+                               parameters=dict(data_root=seg['data_root'], split='val', methods=['clip_es'], seg_runs={'clip_es': 'ref'},
+                                               seg_runs_root=str(pipeline_run), run_missing=False, figures_dir=None, n_overlay=2, run_dir=str(tmp_path/'mt')))
+    m = json.loads((tmp_path/'mt'/'metrics.json').read_text())
+    s = m['rows']['CLIP-ES']['seg']
+    assert (s['miou'], s['crf_miou'], s['masks_run'], s['same_images']) == (seg['seg']['miou'], seg['seg_crf']['miou'], 'clip_es/ref', True)
+    assert all('seg' not in r for n, r in m['rows'].items() if n != 'CLIP-ES')         # the Grad-CAM ablations make no masks to train on
+    md = (tmp_path/'mt'/'figures'/'methods_table.md').read_text()
+    assert f"| {100 * seg['seg_crf']['miou']:.1f} |" in md.split('| CLIP-ES |')[1].split('\n')[0] and '†' not in md

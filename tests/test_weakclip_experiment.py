@@ -76,8 +76,33 @@ def test_weakclip_presets_match_the_reference():
     assert weakclip_settings('voc')['crf_preset'] == 'weakclip' and weakclip_settings('coco')['crf_preset'] == 'weakclip_coco'
 
 
-def test_weakclip_sigkill_during_training_then_resume(smoke_run, tmp_path):
-    "`wsss run weakclip --preset smoke` killed (SIGKILL) after its first checkpoint, resumed: the uninterrupted metrics."
-    d = kill_at_checkpoint_then_resume('weakclip', tmp_path/'runs', 'weakclip.pt', (), after_kill=lambda d: _assert(not (d/'masks').exists() or not any((d/'masks').iterdir())))
+@pytest.fixture(scope='module')
+def resumed_run(tmp_path_factory):
+    "`wsss run weakclip --preset smoke` killed (SIGKILL) after its first checkpoint, then resumed to the end."
+    return kill_at_checkpoint_then_resume('weakclip', tmp_path_factory.mktemp('runs'), 'weakclip.pt', (),
+                                          after_kill=lambda d: _assert(not (d/'masks').exists() or not any((d/'masks').iterdir())))
+
+
+def test_weakclip_sigkill_during_training_then_resume(smoke_run, resumed_run):
+    "The killed and resumed run gives the uninterrupted run's metrics."
+    d = resumed_run
     assert 'WeakCLIP 1/2: loss' not in (d/'log.txt').read_text().split('=== attempt 2')[-1]      # the first epoch was not trained again
     assert _stable(json.loads((d/'metrics.json').read_text())) == _stable(json.loads((smoke_run/'run'/'metrics.json').read_text()))
+
+
+def test_methods_table_weakclip_row_recomputes_the_runs_masks(resumed_run, tmp_path):
+    "The all-methods table's WeakCLIP row on the (resumed) smoke run's own images: its CAM source with the run's test views and make_crf's masks give the run's masks."
+    import papermill
+    from wsss_lib.data import read_mask
+    run = resumed_run
+    papermill.execute_notebook(str(REPO/'nbs'/'experiments'/'methods_table.ipynb'), str(tmp_path/'out.ipynb'), kernel_name='python3', progress_bar=False, cwd=str(REPO),
+                               parameters=dict(data_root=str(run/'data'), split='train', methods=['weakclip'], weakclip_runs={'mctformer': str(run)},
+                                               seg_runs={}, run_missing=False, figures_dir=None, n_overlay=2, run_dir=str(tmp_path/'mt')))
+    m = json.loads((tmp_path/'mt'/'metrics.json').read_text())
+    r = m['rows']['WeakCLIP on MCTformer V2 masks']
+    ids = sorted(p.stem for p in (run/'masks').glob('*.png'))
+    same = np.mean([(read_mask(tmp_path/'mt'/'masks'/'weakclip_mctformer'/f'{i}.png') == read_mask(run/'masks'/f'{i}.png')).mean() for i in ids])
+    assert same > 0.999, same          # one thread here, the run's own count there: at most a few pixels flip
+    assert r['mask']['miou'] == pytest.approx(json.loads((run/'metrics.json').read_text())['weakclip']['miou'], abs=2e-3)
+    assert 0 <= r['cam']['miou'] <= 1 and r['seconds_per_image'] > 0 and 'seg' not in r
+    assert '| WeakCLIP on MCTformer V2 masks |' in (tmp_path/'mt'/'figures'/'methods_table.md').read_text()

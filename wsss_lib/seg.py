@@ -4,7 +4,7 @@
 
 # %% ../nbs/08_seg.ipynb #da4b9237
 from __future__ import annotations
-import math, difflib
+import math, difflib, json
 import cv2
 from pathlib import Path
 from typing import Callable
@@ -23,7 +23,7 @@ __all__ = ['SEG_HEADS', 'SEG_ARCHS', 'SEG_LOSSES', 'SEG_PRESETS', 'VOC_TEST_DIR'
            'ASPP', 'SegNet', 'MSC', 'create_seg_model', 'load_init_weights', 'resize_labels', 'seg_ce', 'cgl_targets',
            'cgl_loss', 'balanced_ce', 'seg_loss', 'StepPoly', 'seg_preset', 'schedule_for', 'SegCrops', 'seg_optimizer',
            'seg_step', 'train_seg', 'inference_kwargs', 'predict_mask', 'predict_masks', 'evaluate_seg',
-           'write_voc_test']
+           'write_voc_test', 'seg_run_result']
 
 # %% ../nbs/08_seg.ipynb #ac3478d6
 def _logits(model, x:torch.Tensor)->torch.Tensor:
@@ -570,3 +570,18 @@ VOC_TEST_DIR = 'results/VOC2012/Segmentation/comp6_test_cls'
 def write_voc_test(model:nn.Module, ds, root:str|Path, num_classes:int=21, ids:list|None=None, **kw)->Path:
     "Test-set PNGs in the VOC evaluation server's layout under `root` (root/results/VOC2012/Segmentation/comp6_test_cls)."
     return predict_masks(model, ds, Path(root)/VOC_TEST_DIR, num_classes, ids=ids, desc='VOC test', **kw)
+
+# %% ../nbs/08_seg.ipynb #0286dd55
+def seg_run_result(folder:str|Path, # a finished `wsss run seg` folder
+                  )->dict: # miou, crf_miou, split, n_images, train_miou (on the masks' images), pseudo_masks_miou, masks_run, folder
+    "The scores of a finished segmentation run, with what they were measured on."
+    f = Path(folder); p = f/'metrics.json'
+    if not p.exists(): raise MissingFileError(f"{p}: not found; is {f} a finished `wsss run seg` folder?")
+    try: m = json.loads(p.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e: raise BadInputError(f"{p}: not valid JSON ({e})") from e
+    if m.get('experiment') != 'seg' or not isinstance(m.get('seg'), dict) or 'miou' not in m['seg']:
+        raise BadInputError(f"{p}: not the metrics of a `wsss run seg` run (no seg.miou)")
+    pm = m.get('pseudo_masks') or {}
+    return dict(miou=m['seg']['miou'], crf_miou=(m.get('seg_crf') or {}).get('miou'), split=m['seg'].get('split'),
+                n_images=m['seg'].get('n_images'), train_miou=(m.get('seg_train') or {}).get('miou'),
+                pseudo_masks_miou=pm.get('miou_full', pm.get('miou_kept')), masks_run=m.get('masks_run'), folder=str(f))

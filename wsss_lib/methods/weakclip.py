@@ -630,6 +630,7 @@ class WeakClipCAMSource(CAMSource):
                  class_names=None, # foreground names (or 'voc', 'coco'); None: VOC
                  checkpoint=None, # a `WeakCLIP` state dict or path (strict)
                  scales=None, flip:bool=True, crop:int=512, stride:int=341, # None: the official views of each image
+                 ratios=WEAKCLIP_SCALES, img_scale=(2048, 512), # with scales=None: these ratios of img_scale (mmseg MultiScaleFlipAug)
                  input_resolution:int=512, mean=IMAGENET_MEAN, std=IMAGENET_STD, device=None, **model_kwargs):
         if model is None:
             if clip is None: raise BadInputError("WeakClipCAMSource: give a trained `model` or a `clip` to build one from")
@@ -644,6 +645,7 @@ class WeakClipCAMSource(CAMSource):
         self.n_classes = model.num_classes - 1
         self.scales, self.flip, self.crop, self.stride = None if scales is None else tuple(scales), flip, int(crop), int(stride)
         self.mean, self.std = tuple(mean), tuple(std)
+        self.ratios, self.img_scale = tuple(ratios), tuple(img_scale)
 
     @torch.no_grad()
     def raw_maps(self, x:torch.Tensor, keys:np.ndarray)->torch.Tensor:
@@ -653,7 +655,7 @@ class WeakClipCAMSource(CAMSource):
 
     def probs(self, image:np.ndarray)->np.ndarray:
         "[K+1, H, W] averaged probabilities (background first)."
-        sc = weakclip_scales(*image.shape[:2]) if self.scales is None else self.scales
+        sc = weakclip_scales(*image.shape[:2], self.ratios, self.img_scale) if self.scales is None else self.scales
         return predict_probs(self.model, image, self.model.num_classes, sc, self.flip, self.crop, self.stride, self.mean, self.std, resize='cv2')
 
 @patch
