@@ -141,13 +141,23 @@ def test_full_retrain_reproduces_the_shipped_cnn(tmp_path):
                                       'CAM + CRF mIoU': (m['cam_crf']['miou'], r['cam_crf_miou'], 0.02)})
 
 
-def test_demo_smoke_writes_every_column(tmp_path, smoke_world):
-    "The demo's metrics.json holds the table, each column's per-class IoU and context false positives, and the checks."
+def execute(nb, out, **params):
     import papermill as pm
-    out = tmp_path/'demo'; out.mkdir()
-    pm.execute_notebook(str(EXP/'demo.ipynb'), str(out/'executed.ipynb'), parameters=dict(run_dir=str(out), smoke=True),
+    out = Path(out); out.mkdir(parents=True, exist_ok=True)
+    pm.execute_notebook(str(nb), str(out/'executed.ipynb'), parameters=dict(run_dir=str(out), smoke=True, **params),
                         kernel_name='python3', cwd=str(out), progress_bar=False)
-    m = json.loads((out/'metrics.json').read_text())
+    return json.loads((out/'metrics.json').read_text())
+
+
+@pytest.fixture(scope='module')
+def demo_smoke(tmp_path_factory, smoke_world):
+    out = tmp_path_factory.mktemp('demo')
+    return out, execute(EXP/'demo.ipynb', out)
+
+
+def test_demo_smoke_writes_every_column(demo_smoke):
+    "The demo's metrics.json holds the table, each column's per-class IoU and context false positives, and the checks."
+    out, m = demo_smoke
     cols = ['cnn', 'cnn_crf', 'clip_logit', 'softmax_nobg', 'clip_es_initial', 'clip_es_caa', 'clip_es_crf']
     assert [r['key'] for r in m['table']] == cols
     for k in cols:
@@ -156,3 +166,30 @@ def test_demo_smoke_writes_every_column(tmp_path, smoke_world):
         assert m[f'miou_{k}'] == c['miou']
     assert len(m['checks']) == 7 and all(isinstance(v, bool) for v in m['checks'].values())
     assert (out/'figures'/'table.md').exists() and (out/'figures'/'overlays.png').exists()
+
+
+TABLE_KEYS = ['cnn', 'cnn_crf', 'clip_logit', 'softmax_nobg', 'clip_es_initial', 'clip_es_caa', 'clip_es_crf']
+
+def test_teaching_table_is_the_demos_and_its_followed_image_is_deterministic(tmp_path, demo_smoke):
+    """The teaching notebook's table equals the demo's on the same images (issue 17: at n_eval=40 it told another story
+    than the demo's 200 images, computed another way); a rerun in the same run folder on other images (another best
+    background score for the CNN) scores fresh CRF masks, not those left from the first run; the followed image is
+    picked by measurement, the same in a fresh folder."""
+    _, demo = demo_smoke
+    lap = tmp_path/'laptop'
+    first = execute(EXP/'wsss_on_a_laptop.ipynb', lap, dashboards=False, n_eval=4)   # an interactive run on 4 images ...
+    assert first['n_images'] == 4
+    again = execute(EXP/'wsss_on_a_laptop.ipynb', lap, dashboards=False)             # ... rerun in the same folder on 6
+    fresh = execute(EXP/'wsss_on_a_laptop.ipynb', tmp_path/'fresh', dashboards=False)
+    assert again['n_images'] == fresh['n_images'] == demo['n_images'] == 6
+    assert [r['key'] for r in again['table']] == [r['key'] for r in demo['table']] == TABLE_KEYS
+    for k in TABLE_KEYS:
+        assert again[f'miou_{k}'] == fresh[f'miou_{k}'] == demo[f'miou_{k}'], k
+        assert again['columns'][k]['fp_context'] == demo['columns'][k]['fp_context'], k
+    assert again['followed'] == fresh['followed']
+    f = fresh['followed']
+    assert f['image'].startswith('syn_') and set(f['miou']) >= set(TABLE_KEYS) and len(f['classes']) >= 2
+    assert set(fresh['directions']) == {'CRF raises the CNN CAM', 'softmax beats the raw logit', 'bg texts raise mIoU',
+                                        "CLIP-ES's Softmax-GradCAM (with bg texts) beats the raw logit", 'CAA raises mIoU', 'CRF raises CLIP-ES'}
+    for d in fresh['directions'].values(): assert 0 <= d['subset_share'] <= 1
+    assert (lap/'figures'/'caa.png').exists() and (lap/'figures'/'directions.md').exists()

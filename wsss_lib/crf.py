@@ -4,19 +4,20 @@
 
 # %% ../nbs/04_crf.ipynb #da4b9237
 from __future__ import annotations
-import os, itertools
+import os, itertools, json
 from functools import partial
 from pathlib import Path
 import numpy as np
 import pydensecrf.densecrf as dcrf
 from pydensecrf.utils import unary_from_softmax, unary_from_labels
-from .core import BadInputError, MissingFileError, save_npy, parallel_map, check_image
+from .core import BadInputError, MissingFileError, save_npy, save_json, parallel_map, check_image
 from .data import save_mask
 from .camfiles import load_cam_file, check_cam_values
 
 # %% auto #0
-__all__ = ['CRF_PRESETS', 'DEEPLAB_MEAN_BGR', 'CRF_COLOURS', 'crf_params', 'crf_image', 'dense_crf', 'crf_from_labels',
-           'make_ir_label', 'cams_with_background', 'make_pseudo_mask', 'crf_scores', 'make_pseudo_masks']
+__all__ = ['CRF_PRESETS', 'DEEPLAB_MEAN_BGR', 'CRF_COLOURS', 'CRF_SETTINGS_FILE', 'crf_params', 'crf_image', 'dense_crf',
+           'crf_from_labels', 'make_ir_label', 'cams_with_background', 'make_pseudo_mask', 'crf_scores',
+           'make_pseudo_masks']
 
 # %% ../nbs/04_crf.ipynb #ac3478d6
 _CRF_KEYS = ('n_iter', 'gauss_sxy', 'gauss_compat', 'bi_sxy', 'bi_srgb', 'bi_compat', 'clip')
@@ -273,6 +274,36 @@ def _mask_worker(item):
     token, iid = item
     return _mask_one(_JOBS[token], iid)
 
+CRF_SETTINGS_FILE = 'crf_settings.json'   # the settings a folder of pseudo masks was made with
+
+def _plain(o):
+    if isinstance(o, np.generic): return o.item()
+    if isinstance(o, (np.ndarray, tuple)): return list(np.asarray(o).tolist()) if isinstance(o, np.ndarray) else list(o)
+    if isinstance(o, Path): return str(o)
+    return repr(o)
+
+def _settings_of(mask_kwargs:dict, dtype:str)->dict:
+    "The JSON form of a call's settings (what `crf_settings.json` holds)."
+    return json.loads(json.dumps(dict(mask_kwargs=mask_kwargs, dtype=dtype), sort_keys=True, default=_plain))
+
+def _outputs(d:Path)->list: return sorted(p for p in d.iterdir() if p.suffix in ('.png', '.npy') and not p.name.startswith('.'))
+
+def _check_settings(d:Path, want:dict, redo:bool)->None:
+    "Make folder `d` hold masks of the settings `want` only: stop on other settings, or delete their masks if `redo`."
+    rec = d/CRF_SETTINGS_FILE
+    have = json.loads(rec.read_text()) if rec.exists() else None
+    if have == want: return
+    if have is not None and not redo:
+        diff = sorted(k for k in set(have['mask_kwargs']) | set(want['mask_kwargs']) if have['mask_kwargs'].get(k) != want['mask_kwargs'].get(k))
+        diff += ['dtype'] if have['dtype'] != want['dtype'] else []
+        val = lambda r, k: r['mask_kwargs'].get(k, r.get(k))
+        said = ', '.join(f"{k}: {val(have, k)!r} there, {val(want, k)!r} now" for k in diff)
+        raise BadInputError(f"{d}: holds pseudo masks made with other settings ({said}); "
+                            f"pass on_change='redo' to redo them, or write to another folder")
+    if redo:
+        for p in _outputs(d): p.unlink()
+    save_json(rec, want)
+
 def make_pseudo_masks(dataset, # object with .ids, .image(id) -> H×W×3 uint8, .keys(id) -> class indices (e.g. SegDataset)
                       cam_dir:str|Path, # folder of `<id>.npy` CAM files
                       out_dir:str|Path|None, # where `<id>.png` masks go (None: only the CRF marginals, in `scores_dir`)
@@ -284,6 +315,7 @@ def make_pseudo_masks(dataset, # object with .ids, .image(id) -> H×W×3 uint8, 
                       overwrite:bool=False, # redo images whose PNG exists
                       desc:str='pseudo masks', # progress-bar label
                       dtype:str='auto', # 'auto': float16 arithmetic for CLIP-ES's float16 files (as eval_cam_with_crf.py), else float32
+                      on_change:str='error', # the folder holds masks of other settings: 'error' stops, 'redo' deletes and redoes them
                       **mask_kwargs, # passed to make_pseudo_mask (bg_power, conf_threshold, preset, colour, ...)
                      )->dict: # dict(written, skipped, ignore_fraction)
     "Write CRF pseudo masks (VOC-palette PNGs) for a dataset's CAM files, in parallel, resuming finished images."
@@ -295,17 +327,25 @@ def make_pseudo_masks(dataset, # object with .ids, .image(id) -> H×W×3 uint8, 
     if dtype not in ('auto', 'float32', 'float16'): raise BadInputError(f"dtype={dtype!r}: use 'auto', 'float32' or 'float16'")
     crf_params(mask_kwargs.get('preset', 'deeplab'), mask_kwargs.get('n_iter'),
                **{k: v for k, v in mask_kwargs.items() if k in _CRF_KEYS and k != 'n_iter'})  # fail early on bad CRF settings
+    if on_change not in ('error', 'redo'): raise BadInputError(f"on_change={on_change!r}: use 'error' or 'redo'")
     ids = [str(i) for i in (dataset.ids if ids is None else ids)]
-    for d in (out_dir, scores_dir):
-        if d is not None: Path(d).mkdir(parents=True, exist_ok=True)
+    dirs, want = [Path(d) for d in (out_dir, scores_dir) if d is not None], _settings_of(mask_kwargs, dtype)
+    for d in dirs:
+        d.mkdir(parents=True, exist_ok=True)
+        _check_settings(d, want, redo=on_change == 'redo' or overwrite)
     def done(i): return (out_dir is None or (out_dir/f'{i}.png').exists()) and (scores_dir is None or (Path(scores_dir)/f'{i}.npy').exists())
     todo = ids if overwrite else [i for i in ids if not done(i)]
     job = dict(dataset=dataset, cam_dir=cam_dir, out_dir=out_dir, scores_dir=scores_dir, check_keys=check_keys,
                cam_loader=cam_loader or load_cam_file, mask_kwargs=mask_kwargs, dtype=dtype)
-    if os.name == 'posix':
-        token = next(_job_counter); _JOBS[token] = job
-        try: ign = parallel_map(_mask_worker, [(token, i) for i in todo], n_jobs=n_jobs, desc=desc)
-        finally: _JOBS.pop(token, None)
-    else: ign = parallel_map(partial(_mask_one, job), todo, n_jobs=n_jobs, desc=desc)  # spawn: job must be picklable
+    try:
+        if os.name == 'posix':
+            token = next(_job_counter); _JOBS[token] = job
+            try: ign = parallel_map(_mask_worker, [(token, i) for i in todo], n_jobs=n_jobs, desc=desc)
+            finally: _JOBS.pop(token, None)
+        else: ign = parallel_map(partial(_mask_one, job), todo, n_jobs=n_jobs, desc=desc)  # spawn: job must be picklable
+    except BaseException:
+        for d in dirs:   # nothing half-written: a folder left without masks keeps no record either
+            if not _outputs(d): (d/CRF_SETTINGS_FILE).unlink(missing_ok=True)
+        raise
     return dict(written=todo, skipped=[i for i in ids if i not in set(todo)],
                 ignore_fraction=float(np.mean(ign)) if ign else None)

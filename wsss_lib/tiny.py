@@ -13,10 +13,12 @@ from open_clip.model import CLIP
 from .core import BadInputError, save_json
 from .clip import CompactTokenizer, vocab_from_texts
 from .shipped import WEIGHTS_DIR, weights_record, weights_file
+from PIL import Image
 
 # %% auto #0
-__all__ = ['TINY_CLIP', 'TINY_TAG', 'CAPTION_TEMPLATES', 'CAPTION_MIX', 'tiny_clip_config', 'build_clip', 'load_tiny_clip',
-           'caption_contexts', 'caption_variant', 'training_vocabulary', 'swap_negative']
+__all__ = ['TINY_CLIP', 'TINY_TAG', 'CAPTION_TEMPLATES', 'CAPTION_MIX', 'TEACHING_TABLE', 'tiny_clip_config', 'build_clip',
+           'load_tiny_clip', 'caption_contexts', 'caption_variant', 'training_vocabulary', 'swap_negative',
+           'teaching_sources', 'fp_rate', 'confusion_rate', 'teaching_table', 'table_image_confusions', 'subset_mious']
 
 # %% ../nbs/09_tiny.ipynb #ac3478d6
 def tiny_clip_config(image_size:int=64, # training image side (CAMs later run at other sizes with interpolated pos. embeddings)
@@ -128,3 +130,97 @@ def swap_negative(rng:np.random.Generator, # drives the choice
     old = cands[rng.integers(len(cands))]; new = pool[rng.integers(len(pool))]
     out = re.sub(rf"\b{re.escape(old)}(s?)\b", lambda m: new + m.group(1), text, count=1)
     return re.sub(r"\b(a|an) (\w)", lambda m: ('an ' if m.group(2) in 'aeiou' else 'a ') + m.group(2), out)
+
+# %% ../nbs/09_tiny.ipynb #0716d970
+from .cam import create_cam_source, write_cams
+from .camfiles import load_cam_file
+from .crf import make_pseudo_masks
+from .metrics import threshold_curve, evaluate_masks, cams_to_label, confusion_matrix, miou
+
+TEACHING_TABLE = (('CAM baseline (CNN)', 'cnn'), ('+ CRF', 'cnn_crf'), ('CLIP Grad-CAM (no softmax)', 'clip_logit'),
+                  ('Softmax-GradCAM, no bg texts', 'softmax_nobg'), ('+ bg texts', 'clip_es_initial'),
+                  ('+ CAA', 'clip_es_caa'), ('+ CRF', 'clip_es_crf'))   # (column title, key), in the table's order
+
+def teaching_sources(clip, # a `wsss_lib.clip.Clip` (the shipped tiny one)
+                     cnn, # the CAM baseline's classifier (`load_timm_weights('wsss-tiny-cnn')`)
+                     info:dict, # the world's `load_dataset_info`
+                    )->dict: # {key: CAMSource}; 'clip_es' writes both `clip_es_initial` and `clip_es_caa`
+    "The CAM sources of the teaching table's CAM columns."
+    dev = next(cnn.parameters()).device
+    ablation = lambda **kw: create_cam_source('clip_es', clip=clip, dataset=info, refine=False, **kw)
+    return dict(cnn=create_cam_source('cam', model=cnn, num_classes=len(info['classes']), scales=[1.0], flip=False, norm='max', device=dev),
+                clip_logit=ablation(score='logit', text_set='all', background=False),
+                softmax_nobg=ablation(text_set='all', background=False), softmax_present_nobg=ablation(background=False),
+                clip_es=create_cam_source('clip_es', clip=clip, dataset=info))
+
+def fp_rate(conf)->float:
+    "Share of GT-background pixels labelled as an object (false positives on the context)."
+    conf = np.asarray(conf); return float(conf[0, 1:].sum() / max(1, conf[0].sum()))
+
+def confusion_rate(conf)->float:
+    "Share of object pixels labelled as *another* object class."
+    obj = np.asarray(conf, np.float64)[1:, 1:]
+    return float((obj.sum() - np.trace(obj)) / max(1, np.asarray(conf)[1:].sum()))
+
+# %% ../nbs/09_tiny.ipynb #9e6a55b6
+def _table_crf(ds, ids, run, res, n_jobs, crf_preset_cnn):
+    "The two CRF columns: masks (redone when their settings changed), scores."
+    make_pseudo_masks(ds, run/'cams'/'cnn', run/'masks'/'cnn_crf', ids=ids, n_jobs=n_jobs, bg_threshold=res['cnn']['bg_threshold'],
+                      preset=crf_preset_cnn, colour='rgb', conf_threshold=None, on_change='redo', desc='CNN CRF')
+    make_pseudo_masks(ds, run/'cams'/'clip_es_caa', run/'masks'/'clip_es_crf', ids=ids, n_jobs=n_jobs, bg_power=1.0,
+                      preset='deeplab', colour='deeplab_wrap', conf_threshold=None, on_change='redo', desc='CLIP-ES CRF')
+    for m in ('cnn_crf', 'clip_es_crf'):
+        e = evaluate_masks(run/'masks'/m, ds, ids=ids, n_jobs=n_jobs, class_names=['background'] + list(ds.classes))
+        c = np.asarray(e['confusion'])
+        res[m] = dict(miou=e['miou'], fp_context=fp_rate(c), confusion=confusion_rate(c), iou=e['iou'], conf=c)
+
+def teaching_table(ds, # the world's split (`SegDataset`)
+                   ids:list, # the images scored
+                   run:str|Path, # run folder: CAMs go to run/cams/<key>, masks to run/masks/<key>
+                   sources:dict, # `teaching_sources(...)`
+                   n_jobs:int=1, # processes for the CRF and the scoring
+                   crf_preset_cnn:str='psa', # the CNN's CRF preset (as cam_baseline)
+                  )->dict: # {key: dict(miou, fp_context, confusion, iou, conf[, bg_threshold, best_power, curve])}
+    "Write (resumably) and score every column of the teaching world's table."
+    run, ids = Path(run), [str(i) for i in ids]
+    for c, s in sources.items():
+        out = {'cams': run/'cams'/'clip_es_caa', 'initial': run/'cams'/'clip_es_initial'} if c == 'clip_es' else run/'cams'/c
+        write_cams(s, ds, out, ids=ids, desc=c)
+    res, names = {}, ['background'] + list(ds.classes)
+    for c in [k for k in sources if k != 'clip_es'] + (['clip_es_initial', 'clip_es_caa'] if 'clip_es' in sources else []):
+        cv = threshold_curve(run/'cams'/c, ds, ids=ids, powers=(1, 2), n_jobs=n_jobs, class_names=names)
+        bt = cv.threshold; conf = np.asarray(bt.confs[bt.best_index])
+        res[c] = dict(miou=bt.best['miou'], bg_threshold=bt.best_value, fp_context=fp_rate(conf), confusion=confusion_rate(conf),
+                      iou=bt.scores()['iou'], best_power=cv.power.best, curve=cv.to_dict(), conf=conf)
+    _table_crf(ds, ids, run, res, n_jobs, crf_preset_cnn)
+    return res
+
+# %% ../nbs/09_tiny.ipynb #b3f0c7f6
+def table_image_confusions(ds, # the world's split
+                           ids:list, # images (those of the table)
+                           run:str|Path, # the table's run folder
+                           res:dict, # `teaching_table`'s result
+                          )->dict: # {key: N×n×n int64 confusion matrices, one per image}
+    "Each column's confusion matrix per image, CAM columns at the column's best background score."
+    run, n = Path(run), len(ds.classes) + 1
+    out = {}
+    for c, r in res.items():
+        mats = []
+        for i in map(str, ids):
+            if 'bg_threshold' in r:
+                d = load_cam_file(run/'cams'/c/f'{i}.npy'); pred = cams_to_label(d['cams'], d['keys'], bg=r['bg_threshold'])
+            else: pred = np.asarray(Image.open(run/'masks'/c/f'{i}.png'))
+            mats.append(confusion_matrix(ds.mask(i), pred, n))
+        out[c] = np.stack(mats)
+    return out
+
+def subset_mious(confs:dict, # `table_image_confusions`
+                 size:int, # images per subset
+                 n_subsets:int=1000, # random subsets drawn (without replacement within one)
+                 seed:int=0, # the draw
+                )->dict: # {key: n_subsets mIoUs}
+    "mIoU of each column on random subsets of the images (the same subsets for every column)."
+    N = len(next(iter(confs.values())))
+    rng = np.random.default_rng(seed)
+    idx = np.stack([rng.choice(N, size, replace=False) for _ in range(n_subsets)])
+    return {c: np.asarray(miou(m[idx].sum(1))) for c, m in confs.items()}
