@@ -571,21 +571,30 @@ def _compute_curve(self:CAMExplorer, name:str, layer, variant:str)->dict:
 
 @patch
 def _draw_curve(self:CAMExplorer):
-    "Draw the curve of the current background rule with the slider's value and the best setting marked."
+    "Draw the curve of the current background rule, the best setting marked, and a red line at the slider's value."
     if self.curve is None or self.curve_panel.widget.layout.display == 'none': return
     c, power = self.curve, self.w_bg.value == 'power'
-    xs, ys, x = (c['powers'], c['power'], self.w_alpha.value) if power else (c['thresholds'], c['threshold'], self.w_thr.value)
-    if getattr(self, '_curve_fig', None) is None:
-        self._curve_fig = Figure(figsize=(4.8, 2.2), dpi=100, layout='constrained'); FigureCanvasAgg(self._curve_fig)
-    fig = self._curve_fig; fig.clear(); ax = fig.subplots()
-    ax.plot(xs, ys, '-', color='tab:blue', lw=1.5)
-    j = int(np.nanargmax(ys)); ax.plot([xs[j]], [ys[j]], 'o', color='tab:green', label=f'best {"α" if power else "t"}={xs[j]:g}: {ys[j]:.3f}')
-    ax.axvline(x, color='tab:red', lw=1, label=f'slider {"α" if power else "t"}={x:g}')
-    ax.set_xlabel('background power α' if power else 'background threshold t', fontsize=10); ax.set_ylabel('mIoU', fontsize=10)
-    ax.tick_params(labelsize=9); ax.grid(alpha=0.3); ax.legend(fontsize=8, loc='best')
-    ax.set_title(f"{c['source']} · {c['variant']}: mIoU over {c['n']} {self.w_split.value} images", fontsize=10)
-    fig.canvas.draw()
-    self.curve_panel.set(np.asarray(fig.canvas.buffer_rgba())[..., :3].copy(), 'png', 'mIoU over the split')
+    x = self.w_alpha.value if power else self.w_thr.value
+    if getattr(self, '_curve_base', (None,))[0] != (id(c), power):   # the plot itself: once per curve and rule
+        xs, ys = (c['powers'], c['power']) if power else (c['thresholds'], c['threshold'])
+        fig = Figure(figsize=(4.8, 2.2), dpi=100); FigureCanvasAgg(fig)
+        fig.subplots_adjust(left=0.13, right=0.98, bottom=0.22, top=0.86)
+        ax = fig.subplots()
+        ax.plot(xs, ys, '-', color='tab:blue', lw=1.5)
+        j = int(np.nanargmax(ys)); ax.plot([xs[j]], [ys[j]], 'o', color='tab:green', label=f'best {"α" if power else "t"}={xs[j]:g}: {ys[j]:.3f}')
+        ax.plot([], [], '-', color='tab:red', lw=1, label='slider')
+        ax.set_xlabel('background power α' if power else 'background threshold t', fontsize=10); ax.set_ylabel('mIoU', fontsize=10)
+        ax.tick_params(labelsize=9); ax.grid(alpha=0.3); ax.legend(fontsize=8, loc='best')
+        ax.set_title(f"{c['source']} · {c['variant']}: mIoU over {c['n']} {self.w_split.value} images", fontsize=10)
+        fig.canvas.draw()
+        rgb = np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
+        (x0, y0), (x1, y1) = ax.transAxes.transform([(0, 0), (1, 1)])
+        to_px = lambda v, tr=ax.transData: tr.transform([(v, 0)])[0, 0]
+        self._curve_base = ((id(c), power), rgb, to_px, (int(rgb.shape[0] - y1), int(rgb.shape[0] - y0), x0, x1))
+    _, rgb, to_px, (top, bottom, x0, x1) = self._curve_base
+    out, px = rgb.copy(), int(round(to_px(x)))     # the slider's line drawn into the pixels: no matplotlib per move
+    if x0 <= px < x1: out[top:bottom, max(px - 1, 0):px + 1] = (214, 39, 40)
+    self.curve_panel.set(out, 'png', f"mIoU over the split (slider {'α' if power else 't'}={x:g})")
 
 # %% ../nbs/21_cam_explorer.ipynb #91032ad7
 def parse_labels(text:str, classes)->np.ndarray: # int64 0-based class indices, sorted
