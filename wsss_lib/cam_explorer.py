@@ -129,7 +129,7 @@ def _selection_widgets(self:CAMExplorer, dataset):
     self.w_index = widgets.IntSlider(0, 0, n - 1, description='image #', continuous_update=False)
     self.w_prev, self.w_next = widgets.Button(description='◀', layout=widgets.Layout(width='36px')), widgets.Button(description='▶', layout=widgets.Layout(width='36px'))
     self.w_id = widgets.Text(description='id', continuous_update=False, layout=widgets.Layout(width='240px'))
-    self.w_examples = widgets.Dropdown(options=[('(examples)', None)] + [(k, v) for k, v in self.examples.items()], value=None,
+    self.w_examples = widgets.Dropdown(options=[('(examples)', '')] + [(k, v) for k, v in self.examples.items()], value='',
                                        description='look at', layout=widgets.Layout(width='300px'))
     self.w_examples.layout.display = None if self.examples else 'none'
     opts = self._source_menu()
@@ -279,7 +279,7 @@ def _on_heavy(self:CAMExplorer, ch):
 
 @patch
 def _on_example(self:CAMExplorer, iid):
-    if self._muted or iid is None: return
+    if self._muted or not iid: return
     if iid not in self.dataset.ids: self.guard.fail(BadInputError(f"example image {iid!r} is not in split {self.w_split.value!r}")); return
     self._set_index(self.dataset.ids.index(iid))
 
