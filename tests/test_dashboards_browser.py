@@ -161,12 +161,16 @@ def test_cam_explorer_run_all(lab):
                                       .filter(e => e.offsetParent && e.scrollWidth > e.clientWidth + 2).length""")
         assert over == 0, f'{over} control rows overflow'
         lab.screenshot(dash, 'dashboard_cam_explorer')
-        # a slider move redraws the label map
+        # a slider move redraws the label map, the busy line shown while the kernel computes
+        page.evaluate("""() => { const b = document.querySelector('.wsss-cam-explorer .wsss-busy'); window.__busySeen = false;
+                                 new MutationObserver(() => { if (getComputedStyle(b).visibility === 'visible') window.__busySeen = true; })
+                                   .observe(b, {attributes: true, attributeFilter: ['style']}); }""")
         before = dash.locator('.wsss-panel-label img').get_attribute('src')
         alpha.locator('.noUi-handle').focus()
         for _ in range(10): page.keyboard.press('ArrowRight')              # α: 1.0 -> 2.0
         page.wait_for_function("([b]) => document.querySelector('.wsss-cam-explorer .wsss-panel-label img').src !== b", arg=[before], timeout=30_000)
         page.wait_for_function("() => document.querySelector('.wsss-cam-explorer .wsss-panel-label .widget-html').textContent.includes('α=2')", timeout=30_000)
+        assert page.evaluate('() => window.__busySeen'), 'the busy line never showed during the slider move'
         # Export figure: PNG and PDF where the path box says
         dash.locator('.wsss-export button', has_text='Export figure').click()
         page.wait_for_function("() => document.querySelector('.wsss-cam-explorer .wsss-export').textContent.includes('wrote')", timeout=60_000)
