@@ -5,6 +5,7 @@
 # %% ../nbs/20_dashboards.ipynb #da4b9237
 from __future__ import annotations
 import io, html, functools
+from pathlib import Path
 from collections import OrderedDict
 import numpy as np
 import torch
@@ -21,8 +22,10 @@ from .clip import load_clip, register_model_config, small_clip_config
 from .crf import crf_params, make_pseudo_mask
 
 # %% auto #0
-__all__ = ['LRUCache', 'colormap_lut', 'heatmap', 'overlay', 'colorize', 'encode_png', 'encode_jpeg', 'decode_image', 'Panel',
-           'Guard', 'source_cams', 'demo_clip', 'crf_preview']
+__all__ = ['IGNORE_NAME', 'LRUCache', 'colormap_lut', 'heatmap', 'overlay', 'colorize', 'encode_png', 'encode_jpeg',
+           'decode_image', 'Panel', 'Guard', 'legend_entries', 'ClassLegend', 'figure_legend', 'diverging_map',
+           'ColorBar', 'figure_colorbar', 'wrap', 'advanced', 'export_figure', 'ExportControl', 'source_cams',
+           'demo_clip', 'crf_preview']
 
 # %% ../nbs/20_dashboards.ipynb #c1dfd96e
 class LRUCache:
@@ -112,6 +115,10 @@ class Guard:
     def __init__(self):
         self.widget = widgets.HTML('')
         self.error, self.n_errors = None, 0
+        self.busy = widgets.HTML('<span style="color:#8a5a00">⏳ computing…</span>', layout=widgets.Layout(visibility='hidden'))
+        self.busy.add_class('wsss-busy')
+        self.bar = widgets.HBox([self.busy, self.widget])   # what a dashboard puts on screen: busy line + message bar
+        self._depth, self.n_busy = 0, 0
     def info(self, text:str): self.error = None; self.widget.value = f'<span style="color:#555">{html.escape(text)}</span>'
     def fail(self, e:BaseException):
         self.error, self.n_errors = e, self.n_errors + 1
@@ -119,11 +126,16 @@ class Guard:
         self.widget.value = f'<span style="color:#b00020">⚠ {html.escape(type(e).__name__)}: {html.escape(msg[:400])}</span>'
     def clear(self): self.error = None; self.widget.value = ''
     def __call__(self, fn):
-        "Decorator for callbacks: exceptions go to the message bar."
+        "Decorator for callbacks: the busy line shows while it runs; exceptions go to the message bar."
         @functools.wraps(fn)
         def inner(*a, **k):
+            self._depth += 1
+            if self._depth == 1: self.n_busy += 1; self.busy.layout.visibility = 'visible'
             try: return fn(*a, **k)
             except Exception as e: self.fail(e)
+            finally:
+                self._depth -= 1
+                if self._depth == 0: self.busy.layout.visibility = 'hidden'
         return inner
 
 class _Dashboard:
@@ -131,8 +143,129 @@ class _Dashboard:
     def show(self): display(self.widget)
     def _ipython_display_(self): self.show()
     def _guarded(self, fn, *a, **k): return self.guard(fn)(*a, **k)
+    def export(self, path:str|Path, formats=('png', 'pdf'), dpi:int=150)->list:
+        "Write `figure()` as PNG and/or PDF (atomically); the absolute paths written."
+        return export_figure(self.figure(), path, formats, dpi)
 
 # %% ../nbs/20_dashboards.ipynb #fa35e192
+def _rgb_css(c)->str: return f'rgb({int(c[0])},{int(c[1])},{int(c[2])})'
+
+IGNORE_NAME = 'ignore / unsure (255)'
+
+def legend_entries(classes, # the dataset's foreground class names (label k+1 is classes[k])
+                   keys=None, # 0-based foreground classes to list (None: all)
+                   background:bool=True, ignore:bool=True)->list: # [(name, label value)]
+    "The (name, label value) pairs a label-map legend lists: background 0, the classes' k+1, ignore 255."
+    keys = range(len(classes)) if keys is None else [int(k) for k in keys]
+    out = [('background', 0)] if background else []
+    out += [(classes[k], k + 1) for k in keys]
+    return out + ([(IGNORE_NAME, 255)] if ignore else [])
+
+class ClassLegend:
+    "Colour swatches with class names for label maps, in the VOC palette (0 background = black, 255 ignore = near-white)."
+    def __init__(self, classes, keys=None, ignore:bool=True):
+        self.classes, self.ignore = list(classes), ignore
+        self.widget = widgets.HTML(''); self.widget.add_class('wsss-legend')
+        self.set(keys)
+    def set(self, keys=None): # the 0-based foreground classes on screen (None: all)
+        self.entries = legend_entries(self.classes, keys, ignore=self.ignore)
+        sw = ''.join(f'<span style="display:inline-flex;align-items:center;margin-right:10px;white-space:nowrap">'
+                     f'<span style="display:inline-block;width:14px;height:14px;margin-right:4px;border:1px solid #888;'
+                     f'background:{_rgb_css(VOC_PALETTE[v])}"></span>{html.escape(n)}</span>' for n, v in self.entries)
+        self.widget.value = f'<div style="display:flex;flex-wrap:wrap;font-size:13px">{sw}</div>'
+
+def figure_legend(fig:Figure, entries:list, # [(name, label value)] as `legend_entries` gives
+                  **kw)->None:
+    "A class-colour legend (VOC palette) along the bottom of a matplotlib figure."
+    from matplotlib.patches import Patch
+    h = [Patch(facecolor=VOC_PALETTE[v] / 255, edgecolor='0.5', label=n) for n, v in entries]
+    fig.legend(handles=h, loc='outside lower center', ncols=min(len(h), 6), fontsize=9, frameon=False, **kw)
+
+# %% ../nbs/20_dashboards.ipynb #1574bddb
+def diverging_map(d:np.ndarray, # H×W differences (e.g. refined − initial)
+                  vmax:float|None=None, # half-range of the scale (None: max |d|, at least 1e-6)
+                  cmap:str='RdBu_r')->tuple: # (H×W×3 uint8, vmax)
+    "A difference map coloured on a diverging scale centred at 0 (white), and the half-range used."
+    d = np.nan_to_num(np.asarray(d, np.float32))
+    v = float(vmax) if vmax is not None else max(float(np.abs(d).max()) if d.size else 0., 1e-6)
+    return heatmap((d / v + 1) / 2, cmap), v
+
+class ColorBar:
+    "The scale of a heat map as an HTML widget: sequential (CAMs, lo → hi) or diverging (differences, −v … 0 … +v)."
+    def __init__(self, label:str='CAM', cmap:str='jet', lo:float=0., hi:float=1.,
+                 diverging:bool=False, # centred at 0: `hi` is the half-range, `lo` is −hi
+                 width:int=240):
+        self.cmap, self.diverging, self.width = cmap, diverging, width
+        self.widget = widgets.HTML(''); self.widget.add_class('wsss-colorbar')
+        if diverging: self.widget.add_class('wsss-colorbar-diverging')
+        self.set(lo, hi, label)
+    def set(self, lo:float|None=None, hi:float|None=None, label:str|None=None):
+        if label is not None: self.label = label
+        if hi is not None: self.hi = float(hi)
+        if lo is not None: self.lo = float(lo)
+        if self.diverging: self.lo = -self.hi
+        lut = colormap_lut(self.cmap)
+        stops = ','.join(f'{_rgb_css(lut[i])} {i / 255 * 100:.0f}%' for i in np.linspace(0, 255, 11).round().astype(int))
+        mid = 0. if self.diverging else (self.lo + self.hi) / 2
+        ticks = ''.join(f'<span>{v:.3g}</span>' for v in (self.lo, mid, self.hi))
+        self.widget.value = (f'<div style="width:{self.width}px;font-size:12px"><div>{html.escape(self.label)}</div>'
+                             f'<div style="height:10px;border:1px solid #888;background:linear-gradient(to right,{stops})"></div>'
+                             f'<div style="display:flex;justify-content:space-between">{ticks}</div></div>')
+
+def figure_colorbar(fig:Figure, ax, # the axes the bar sits next to
+                    cmap:str='jet', lo:float=0., hi:float=1., label:str='CAM', **kw):
+    "A matplotlib colour bar for a heat map drawn with `cmap` on [lo, hi] (diverging: lo = −hi)."
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+    return fig.colorbar(ScalarMappable(Normalize(lo, hi), cmap), ax=ax, label=label, shrink=0.8, **kw)
+
+# %% ../nbs/20_dashboards.ipynb #b3f0c7f6
+def wrap(*children, margin:str='2px 12px 2px 0')->widgets.Box:
+    "Widgets in a row that wraps onto new lines when the page is narrow (each child gets a right margin)."
+    for c in children:
+        if hasattr(c, 'layout') and not c.layout.margin: c.layout.margin = margin
+    return widgets.Box(list(children), layout=widgets.Layout(display='flex', flex_flow='row wrap', align_items='flex-start', width='100%'))
+
+def advanced(*children, title:str='advanced', open:bool=False)->widgets.Accordion:
+    "Rarely touched controls in an accordion (closed by default), wrapped."
+    a = widgets.Accordion(children=[wrap(*children)], titles=(title,), selected_index=0 if open else None)
+    a.add_class('wsss-advanced'); return a
+
+# %% ../nbs/20_dashboards.ipynb #12c6fc06
+def export_figure(fig:Figure, path:str|Path, # file path; its .png/.pdf suffix (if any) is replaced per format
+                  formats=('png', 'pdf'), dpi:int=150)->list:
+    "Write `fig` once per format, each atomically; the paths written."
+    from wsss_lib.core import atomic_write
+    path = Path(path).expanduser()
+    if not path.name or str(path) in ('.', '..'): raise BadInputError(f"export path {str(path)!r}: give a file name, e.g. figures/cam_explorer")
+    if path.suffix.lower() in ('.png', '.pdf'): path = path.with_suffix('')
+    bad = [f for f in formats if f not in ('png', 'pdf')]
+    if bad or not formats: raise BadInputError(f"export formats {list(formats)}: use 'png' and/or 'pdf'")
+    out = []
+    for fmt in formats:
+        p = path.with_name(path.name + '.' + fmt)
+        with atomic_write(p) as f: fig.savefig(f, format=fmt, dpi=dpi)
+        out.append(p.resolve())
+    return out
+
+class ExportControl:
+    "The 'Export figure' row of a dashboard: path, formats, button, and the paths written."
+    def __init__(self, figure_fn, # () -> matplotlib Figure of the dashboard's current state
+                 path:str='figures/dashboard', guard:Guard|None=None):
+        self.figure_fn, self.guard, self.written = figure_fn, guard, []
+        self.w_path = widgets.Text(path, description='export to', layout=widgets.Layout(width='300px'))
+        self.w_formats = widgets.Dropdown(options=[('PNG + PDF', ('png', 'pdf')), ('PNG', ('png',)), ('PDF', ('pdf',))],
+                                          value=('png', 'pdf'), description='as', layout=widgets.Layout(width='170px'))
+        self.w_button = widgets.Button(description='Export figure', icon='download')
+        self.w_status = widgets.HTML('')
+        self.w_button.on_click(lambda b: self.export() if self.guard is None else self.guard(self.export)())
+        self.widget = wrap(self.w_path, self.w_formats, self.w_button, self.w_status); self.widget.add_class('wsss-export')
+    def export(self)->list:
+        self.written = export_figure(self.figure_fn(), self.w_path.value.strip(), self.w_formats.value)
+        self.w_status.value = 'wrote ' + ', '.join(f'<code>{html.escape(str(p))}</code>' for p in self.written)
+        return self.written
+
+# %% ../nbs/20_dashboards.ipynb #887309d0
 def source_cams(source, # a CAMSource (or anything with `.cams`)
                 image:np.ndarray, # H×W×3 uint8 RGB
                 keys, # int[K]
@@ -151,7 +284,7 @@ def _at_image_size(m:np.ndarray, hw:tuple)->np.ndarray:
     t = F.interpolate(torch.from_numpy(m)[None], size=tuple(hw), mode='bilinear', align_corners=False)[0]
     return t.clamp_(0, 1).numpy()
 
-# %% ../nbs/20_dashboards.ipynb #0716d970
+# %% ../nbs/20_dashboards.ipynb #7719a1c7
 def demo_clip(model:str='auto', # open_clip model name, or 'auto'
               pretrained:str|None='auto', # tag / weights file; with model='auto' ignored
               device=None, # None = default_device()
@@ -164,7 +297,7 @@ def demo_clip(model:str='auto', # open_clip model name, or 'auto'
     register_model_config('dash-demo', small_clip_config(image_size=64, patch_size=8, width=64, layers=4, heads=2))
     with torch.random.fork_rng(): torch.manual_seed(seed); return load_clip('dash-demo', pretrained=None, device=device)
 
-# %% ../nbs/20_dashboards.ipynb #91032ad7
+# %% ../nbs/20_dashboards.ipynb #cb4e5208
 def crf_preview(image:np.ndarray, # H×W×3 uint8 RGB
                 cams:np.ndarray, # K×H×W CAMs in [0,1]
                 keys, # int[K]
@@ -187,7 +320,7 @@ def crf_preview(image:np.ndarray, # H×W×3 uint8 RGB
     m = make_pseudo_mask(small, c, keys, preset=p, **kw)
     return np.asarray(Image.fromarray(m).resize((W, H), Image.NEAREST))
 
-# %% ../nbs/20_dashboards.ipynb #d435a6cd
+# %% ../nbs/20_dashboards.ipynb #972a67c4
 def _up(m:np.ndarray, size)->np.ndarray:
     "Nearest upsampling of a patch-grid map to `size` (patches stay visible as blocks)."
     t = torch.as_tensor(np.asarray(m, np.float32))[None, None]
