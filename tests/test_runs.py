@@ -364,7 +364,8 @@ def _real_experiments():
 
 # experiments whose own test module runs the smoke preset through `wsss run` to the end (its SIGKILL + resume test,
 # which also checks the finished status and that no temporary file is left): the generic run here would repeat it
-OWN_CLI_SMOKE = {'clims', 'mcis', 'seg', 'weakclip'}
+OWN_CLI_SMOKE = {'clims': 'test_clims_experiment.py', 'mcis': 'test_mcis_experiment.py', 'seg': 'test_seg_experiment.py',
+                 'weakclip': 'test_weakclip_experiment.py', 'demo': 'test_teaching.py', 'wsss_on_a_laptop': 'test_teaching.py'}
 
 @pytest.mark.parametrize('name', _real_experiments())
 def test_experiment_smoke(name, tmp_path):
@@ -373,7 +374,8 @@ def test_experiment_smoke(name, tmp_path):
     assert spec.exists() and 'smoke' in (yaml.safe_load(spec.read_text()).get('presets') or {}), \
         f'{name}: nbs/experiments/{name}.yaml must define a smoke preset'
     if name in OWN_CLI_SMOKE:
-        assert (Path(__file__).parent/f'test_{name}_experiment.py').exists(), f'{name}: its own experiment test is gone; run the smoke here'
+        own = Path(__file__).parent/OWN_CLI_SMOKE[name]
+        assert own.exists() and "'" + name + "'" in own.read_text(), f'{name}: its own experiment test is gone; run the smoke here'
         return
     r = wsss('run', name, '--preset', 'smoke', '--run-id', 'smoke', '--no-progress', runs=tmp_path/'runs',
              experiments=REAL_EXPERIMENTS, timeout=300)

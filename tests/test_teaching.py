@@ -149,10 +149,20 @@ def execute(nb, out, **params):
     return json.loads((out/'metrics.json').read_text())
 
 
+def wsss_smoke(name, runs):
+    "`wsss run NAME --preset smoke` to the end (the generic experiment smoke of test_runs.py, which leaves these two to this file): its folder and metrics."
+    env = dict(os.environ, WSSS_EXPERIMENTS=str(EXP), WSSS_DEVICE='cpu')
+    r = subprocess.run([sys.executable, '-m', 'wsss_lib.cli', 'run', name, '--preset', 'smoke', '--run-id', 'smoke', '--runs-dir', str(runs),
+                        '--no-progress'], env=env, capture_output=True, text=True, cwd=str(REPO), timeout=600)
+    d = Path(runs)/name/'smoke'
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert json.loads((d/'status.json').read_text())['status'] == 'finished' and not list(d.rglob('*.tmp*'))
+    return d, json.loads((d/'metrics.json').read_text())
+
+
 @pytest.fixture(scope='module')
 def demo_smoke(tmp_path_factory, smoke_world):
-    out = tmp_path_factory.mktemp('demo')
-    return out, execute(EXP/'demo.ipynb', out)
+    return wsss_smoke('demo', tmp_path_factory.mktemp('runs'))
 
 
 def test_demo_smoke_writes_every_column(demo_smoke):
@@ -180,7 +190,7 @@ def test_teaching_table_is_the_demos_and_its_followed_image_is_deterministic(tmp
     first = execute(EXP/'wsss_on_a_laptop.ipynb', lap, dashboards=False, n_eval=4)   # an interactive run on 4 images ...
     assert first['n_images'] == 4
     again = execute(EXP/'wsss_on_a_laptop.ipynb', lap, dashboards=False)             # ... rerun in the same folder on 6
-    fresh = execute(EXP/'wsss_on_a_laptop.ipynb', tmp_path/'fresh', dashboards=False)
+    fresh_dir, fresh = wsss_smoke('wsss_on_a_laptop', tmp_path/'runs')                 # ... and `wsss run --preset smoke` in a fresh folder
     assert again['n_images'] == fresh['n_images'] == demo['n_images'] == 6
     assert [r['key'] for r in again['table']] == [r['key'] for r in demo['table']] == TABLE_KEYS
     for k in TABLE_KEYS:
