@@ -4,7 +4,7 @@
 
 # %% ../nbs/23_affinity_explorer.ipynb #da4b9237
 from __future__ import annotations
-import html
+import html, textwrap
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -277,17 +277,18 @@ def figure(self:AffinityExplorer, keys=('image', 'gt', 'attn', 'sinkhorn', 'R', 
     keys = [k for k in keys if self.panels[k].array is not None and self.panels[k].widget.layout.display != 'none']
     top = [k for k in keys if k not in _CAM_KEYS + ('diff',)]; bottom = [k for k in keys if k in _CAM_KEYS + ('diff',)]
     rows = [r for r in (top, bottom) if r]; nc = max(len(r) for r in rows)
-    fig = Figure(figsize=(2.4 * nc + 1, 2.1 * len(rows) + 0.6), dpi=100, layout='constrained'); FigureCanvasAgg(fig)
-    axes = fig.subplots(len(rows), nc, squeeze=False)
-    for ax in axes.ravel(): ax.set_axis_off()
-    for ri, row in enumerate(rows):
-        for ci, k in enumerate(row):
-            ax = axes[ri, ci]; ax.imshow(self.panels[k].array if k != 'gt' else colorize(self.panels[k].array))
-            ax.set_title(html.unescape(self.panels[k].title.value.replace('<b>', '').replace('</b>', '')), fontsize=10)
-    ax_of = {k: axes[ri, ci] for ri, row in enumerate(rows) for ci, k in enumerate(row)}
+    fig = Figure(figsize=(2.4 * nc + 1.2, 2.5 * len(rows) + 0.5), dpi=100, layout='constrained'); FigureCanvasAgg(fig)
+    subs = fig.subfigures(len(rows), 1, squeeze=False)[:, 0]   # one per row: a row's colour bars do not squeeze the other
+    ax_of = {}
+    for sub, row in zip(subs, rows):
+        axes = sub.subplots(1, nc, squeeze=False)[0]
+        for ax in axes: ax.set_axis_off()
+        for ax, k in zip(axes, row):
+            ax.imshow(self.panels[k].array if k != 'gt' else colorize(self.panels[k].array)); ax_of[k] = (sub, ax)
+            ax.set_title(textwrap.fill(html.unescape(self.panels[k].title.value.replace('<b>', '').replace('</b>', '')), 30), fontsize=10)
     for kinds, cmap, lo, hi, label in ((_ROW_KEYS, 'viridis', 0, 1, 'affinity (÷ row max)'), (_CAM_KEYS, 'jet', 0, 1, 'CAM'),
                                        (('diff',), 'RdBu_r', -getattr(self, 'diff_vmax', 1.), getattr(self, 'diff_vmax', 1.), 'refined − initial')):
         on = [ax_of[k] for k in kinds if k in ax_of]
-        if on: figure_colorbar(fig, on, cmap, lo, hi, label)
+        if on: figure_colorbar(on[0][0], [ax for _, ax in on], cmap, lo, hi, label)
     if 'gt' in keys: figure_legend(fig, legend_entries(self.classes, self.data['keys']))
     return fig
