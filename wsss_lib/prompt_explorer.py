@@ -204,7 +204,7 @@ class PromptExplorer(_Dashboard):
         x = np.arange(len(self.classes))
         ax2.bar(x - 0.2, sa[i], 0.4, color='tab:blue', label='A'); ax2.bar(x + 0.2, sb[i], 0.4, color='tab:orange', label='B')
         ax2.set_xticks(x, [('*' if self.labels[i, k] else '') + n for k, n in enumerate(self.classes)], rotation=45, fontsize=10, ha='right')
-        ax2.set_title(f'image {self.ids[i]}: scores (* = present)', fontsize=11); ax2.legend(fontsize=10)
+        ax2.set_title(f'scores of {self.ids[i]} (* = present)', fontsize=11); ax2.legend(fontsize=10)
 
     def _draw_cams(self):
         iid = self.w_image.value
