@@ -38,6 +38,7 @@ class AffinityExplorer(_Dashboard):
                  image_id:str|None=None,
                  cache_size:int=2, # images kept (per-head attention of every block is large)
                  panel_width:int=200,
+                 export_path:str='figures/affinity_explorer', # where 'Export figure' writes (NAME.png / NAME.pdf)
                  caa:dict|None=None, # initial CAA settings (tau, n_layers, n_squarings, border_quirk); default: the source's, else CLIP-ES's
                 ):
         self.dataset, self.source, self.psa = dataset, as_cam_source(source), psa
@@ -57,7 +58,7 @@ class AffinityExplorer(_Dashboard):
                                   '<span style="color:#e00000">■</span> red: the chosen patch</span>')
         self.bars = dict(row=ColorBar('affinity row (÷ its max)', 'viridis', width=panel_width), cam=ColorBar('CAM', 'jet', width=panel_width),
                          diff=ColorBar('refined − initial', 'RdBu_r', hi=1, diverging=True, width=panel_width))
-        self.export_control = ExportControl(self.figure, 'figures/affinity_explorer', self.guard)
+        self.export_control = ExportControl(self.figure, str(export_path), self.guard)
         self._widgets(first)
         self._guarded(self._load)
 

@@ -33,6 +33,7 @@ class PromptExplorer(_Dashboard):
                  min_targets:int=2, # images with fewer classes are left out of the sharpness
                  cam_kwargs:dict|None=None, # extra ClipES options for the CAM panels
                  panel_width:int=240,
+                 export_path:str='figures/prompt_explorer', # where 'Export figure' writes (NAME.png / NAME.pdf)
                 ):
         self.clip, self.dataset, self.min_targets = clip, dataset, min_targets
         self.classes = list(dataset.classes)
@@ -67,7 +68,7 @@ class PromptExplorer(_Dashboard):
         self.w_stats.add_class('wsss-prompt-stats')
         self.panels = {k: Panel(t, panel_width, k) for k, t in (('image', 'image'), ('gt', 'ground truth'), ('a', 'CAM under A'), ('b', 'CAM under B'))}
         self.legend, self.bar = ClassLegend(self.classes, []), ColorBar('CAM', 'jet', width=panel_width)
-        self.export_control = ExportControl(self.figure, 'figures/prompt_explorer', self.guard)
+        self.export_control = ExportControl(self.figure, str(export_path), self.guard)
         self.w_apply.on_click(lambda b: self._guarded(self._apply_templates))
         for w in (self.w_a, self.w_b): w.observe(lambda ch: self._changed(ch, cams=True), 'value')
         self.w_syn_class.observe(self._show_syn, 'value')
