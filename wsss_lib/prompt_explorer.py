@@ -32,7 +32,7 @@ class PromptExplorer(_Dashboard):
                  n_images:int=32, # images embedded for the statistics
                  min_targets:int=2, # images with fewer classes are left out of the sharpness
                  cam_kwargs:dict|None=None, # extra ClipES options for the CAM panels
-                 panel_width:int=240,
+                 panel_width:int=220, # px per image panel (four panels and the colour bar fit one row at 1600 px with the file browser open)
                  export_path:str='figures/prompt_explorer', # where 'Export figure' writes (NAME.png / NAME.pdf)
                 ):
         self.clip, self.dataset, self.min_targets = clip, dataset, min_targets
@@ -67,7 +67,7 @@ class PromptExplorer(_Dashboard):
         self.w_stats = widgets.Image(format='png', layout=widgets.Layout(width='100%', max_width='1100px', height='auto'))
         self.w_stats.add_class('wsss-prompt-stats')
         self.panels = {k: Panel(t, panel_width, k) for k, t in (('image', 'image'), ('gt', 'ground truth'), ('a', 'CAM under A'), ('b', 'CAM under B'))}
-        self.legend, self.bar = ClassLegend(self.classes, []), ColorBar('CAM', 'jet', width=panel_width)
+        self.legend, self.bar = ClassLegend(self.classes, []), ColorBar('CAM', 'jet', width=150)
         self.export_control = ExportControl(self.figure, str(export_path), self.guard)
         self.w_apply.on_click(lambda b: self._guarded(self._apply_templates))
         for w in (self.w_a, self.w_b): w.observe(lambda ch: self._changed(ch, cams=True), 'value')
