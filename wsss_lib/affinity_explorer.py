@@ -37,7 +37,7 @@ class AffinityExplorer(_Dashboard):
                  psa_beta:float=8, psa_logt:int=8, # PSA walk: T = W^β/colsum, t = 2^logt steps (PSA 8/8)
                  image_id:str|None=None,
                  cache_size:int=2, # images kept (per-head attention of every block is large)
-                 panel_width:int=200,
+                 panel_width:int=176, # px per image panel (a row of five and its colour bars fits 1600 px with the file browser open)
                  export_path:str='figures/affinity_explorer', # where 'Export figure' writes (NAME.png / NAME.pdf)
                  caa:dict|None=None, # initial CAA settings (tau, n_layers, n_squarings, border_quirk); default: the source's, else CLIP-ES's
                 ):
@@ -69,9 +69,9 @@ class AffinityExplorer(_Dashboard):
             self._widget = widgets.VBox([
                 wrap(self.w_image, self.w_class, self.w_head, self.w_row, self.w_col, self.w_layers, self.w_tau),
                 advanced(self.w_squarings), self.click_note, self.guard.bar, wrap(self.legend.widget, self.marks),
-                wrap(*[p[k].widget for k in ('image', 'gt', 'attn', 'sinkhorn', 'R', 'caa')], b['row'].widget),
+                wrap(*[p[k].widget for k in ('image', 'gt', 'initial', 'refined', 'diff')], widgets.VBox([b['cam'].widget, b['diff'].widget])),
+                wrap(*[p[k].widget for k in ('attn', 'sinkhorn', 'R', 'caa')], b['row'].widget),
                 wrap(*[p[k].widget for k in ('psa_w', 'psa_rw', 'psa_cam')]),
-                wrap(*[p[k].widget for k in ('initial', 'refined', 'diff')], widgets.VBox([b['cam'].widget, b['diff'].widget])),
                 self.export_control.widget])
             self._widget.add_class('wsss-affinity-explorer')
         return self._widget
