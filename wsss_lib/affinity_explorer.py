@@ -57,7 +57,7 @@ class AffinityExplorer(_Dashboard):
         self.marks = widgets.HTML('<span style="font-size:13px"><span style="color:#c8b400">■</span> yellow: the class\'s CAA boxes · '
                                   '<span style="color:#e00000">■</span> red: the chosen patch</span>')
         self.bars = dict(row=ColorBar('affinity row (÷ its max)', 'viridis', width=panel_width), cam=ColorBar('CAM', 'jet', width=panel_width),
-                         diff=ColorBar('refined − initial', 'RdBu_r', hi=1, diverging=True, width=panel_width))
+                         diff=ColorBar('refined − initial (red: gained)', 'RdBu_r', hi=1, diverging=True, width=panel_width))
         self.export_control = ExportControl(self.figure, str(export_path), self.guard)
         self._widgets(first)
         self._guarded(self._load)
@@ -190,8 +190,8 @@ def _draw(self:AffinityExplorer, rows:bool=True, cams:bool=True):
         for x0, y0, x1, y1 in boxes:
             rgb = _mark(rgb, int(y0 * sy), int(x0 * sx), int(round(y1 * sy)), int(round(x1 * sx)), (255, 255, 0))
         rgb = _mark(rgb, int(r * sy), int(c * sx), int(round((r + 1) * sy)), int(round((c + 1) * sx)), (255, 0, 0), 2)
-        self.panels['image'].set(rgb, 'rgb', f'{self.w_image.value} · patch ({r},{c}) · boxes τ={self.w_tau.value:g}')
-        self.panels['gt'].set(self.dataset.mask(self.w_image.value), 'label', f'ground truth: {self.w_image.value}')
+        self.panels['image'].set(rgb, 'rgb', f'patch ({r},{c}), boxes τ={self.w_tau.value:g}')   # short titles: five panels fit a row
+        self.panels['gt'].set(self.dataset.mask(self.w_image.value), 'label', f'ground truth {self.w_image.value}')
         self.legend.set(d['keys'])
         self.rows = {k: aff[k][p].reshape(h, w).numpy() for k in ('A', 'T', 'R')}
         self.rows['caa'] = self.rows['R'] * box
@@ -207,7 +207,7 @@ def _draw(self:AffinityExplorer, rows:bool=True, cams:bool=True):
         self.panels['refined'].set(overlay(image, ref_hr), 'rgb', 'refined CAM (CAA)')
         rgb, v = diverging_map(ref_hr - init_hr)
         self.diff_vmax = v
-        self.panels['diff'].set(rgb, 'rgb', 'refined − initial (red: gained)')
+        self.panels['diff'].set(rgb, 'rgb', 'refined − initial')
         self.bars['diff'].set(hi=v)
         if self.psa is not None: self._draw_psa_cam(image)
     for k in ('psa_w', 'psa_rw', 'psa_cam'): self.panels[k].hide(self.psa is None)
