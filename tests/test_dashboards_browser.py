@@ -1,14 +1,17 @@
-"""Real-browser test of the dashboards: JupyterLab serves a notebook that shows a CAMExplorer, headless Chromium (Debian's
-`chromium`, driven by Playwright with `executable_path`; no browser download) runs it, checks that the widgets render,
-moves the background-threshold slider with the keyboard and checks that the label-map image changes.
+"""Real-browser tests of the dashboards: one JupyterLab server (module-scoped fixture `lab`, shared by every test here)
+serves copies of the dashboard notebooks; headless Chromium (Debian's `chromium`, driven by Playwright with
+`executable_path`; no browser download) opens one, runs it as a user would (Run ▸ Run All Cells, with the notebook's
+smoke parameters injected after its parameters cell, as papermill does), and checks what a person sees: the widgets
+render without "Error displaying widget", the dashboard shows its defaults (the headless cells drive a separate
+instance), the class legend and the colour bars are there, the controls do not overflow a 1600 px page with the file
+browser open, a slider move redraws, and "Export figure" writes a PNG and a PDF.
 
-Screenshots go to the test's output dir (`tmp_path`); one copy goes to `figures/dashboard_cam_explorer.png` when that
-file is missing or `$WSSS_UPDATE_FIGURES` is set (it is tracked: a plain test run leaves the checkout clean).
-Without chromium or playwright the test is skipped, except under CI (`$CI` set), where it fails: `.ci/run` installs
+Screenshots of each dashboard go to the test's output dir; a copy goes to `figures/dashboard_NAME.png` when that file
+is missing or `$WSSS_UPDATE_FIGURES` is set (tracked files: a plain test run leaves the checkout clean). Without
+chromium or playwright the tests are skipped, except under CI (`$CI` set), where they fail: `.ci/run` installs
 chromium, `dev_requirements` playwright."""
 import json, os, secrets, shutil, signal, socket, subprocess, sys, time, urllib.request
 from pathlib import Path
-import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -23,16 +26,6 @@ def _free_port()->int:
     with socket.socket() as s:
         s.bind(('127.0.0.1', 0)); return s.getsockname()[1]
 
-def _notebook(path:Path, root:Path, cams:Path):
-    src = ("from wsss_lib.data import SegDataset\n"
-           "from wsss_lib.cam_explorer import CAMExplorer\n"
-           f"ex = CAMExplorer(SegDataset({str(root)!r}, 'train'), {str(cams)!r}, bg_mode='threshold', bg_threshold=0.15)\n"
-           "ex")
-    nb = {'cells': [{'cell_type': 'code', 'execution_count': None, 'id': 'dash', 'metadata': {}, 'outputs': [], 'source': src}],
-          'metadata': {'kernelspec': {'display_name': 'python3', 'language': 'python', 'name': 'python3'}},
-          'nbformat': 4, 'nbformat_minor': 5}
-    path.write_text(json.dumps(nb))
-
 def _wait_http(url:str, proc, timeout:float=60):
     t0 = time.time()
     while time.time() - t0 < timeout:
@@ -44,78 +37,89 @@ def _wait_http(url:str, proc, timeout:float=60):
         time.sleep(0.5)
     raise TimeoutError(f'jupyter lab did not answer {url} within {timeout} s')
 
-def test_cam_explorer_in_chromium(tmp_path):
+def example_notebook(dest:Path, # folder served by the lab
+                     name:str, # nbs/experiments/NAME.ipynb
+                     **params)->Path:
+    "A copy of an example notebook with `params` injected in a cell after its parameters cell (papermill's way)."
+    nb = json.loads((REPO/'nbs'/'experiments'/f'{name}.ipynb').read_text())
+    i = next(j for j, c in enumerate(nb['cells']) if 'parameters' in c.get('metadata', {}).get('tags', []))
+    src = '# injected parameters (the browser test)\n' + ''.join(f'{k} = {v!r}\n' for k, v in params.items())
+    nb['cells'].insert(i + 1, {'cell_type': 'code', 'execution_count': None, 'id': 'injected-parameters', 'metadata': {},
+                               'outputs': [], 'source': src})
+    out = dest/f'{name}.ipynb'; out.write_text(json.dumps(nb)); return out
+
+class Lab:
+    "A JupyterLab server and a headless Chromium, shared by the tests of this module."
+    def __init__(self, root:Path, port:int, token:str, browser, tmp:Path):
+        self.root, self.port, self.token, self.browser, self.tmp = root, port, token, browser, tmp
+
+    def open(self, name:str, width:int=1600, height:int=1000):
+        "Open notebook `name` (under `root`) in a new page, the file browser open; wait for an idle kernel."
+        page = self.browser.new_page(viewport={'width': width, 'height': height})
+        page.goto(f'http://127.0.0.1:{self.port}/lab/tree/{name}?token={self.token}')
+        page.wait_for_selector('.jp-Notebook .jp-Cell .jp-InputArea-editor', timeout=60_000)
+        # wait for the kernel: on a loaded machine a command sent before it is up can raise a "Select Kernel" dialog
+        page.wait_for_function("() => /\\| Idle/.test(document.body.innerText)", timeout=120_000)
+        if page.locator('.jp-Dialog').count(): page.click('.jp-Dialog .jp-mod-accept'); page.wait_for_timeout(500)
+        if not page.locator('#filebrowser').is_visible():    # a person's usual layout: the file browser open on the left
+            page.click('.jp-SideBar [data-id="filebrowser"]')
+        return page
+
+    def run_all(self, page, name:str, timeout_s:float=300):
+        "Run ▸ Run All Cells; wait until the last of the notebook's code cells has run; fail on an error output."
+        n = sum(c['cell_type'] == 'code' and ''.join(c['source']).strip() != '' for c in json.loads((self.root/name).read_text())['cells'])
+        page.click('.lm-MenuBar-itemLabel:text-is("Run")')
+        page.click('.lm-Menu-itemLabel:text-is("Run All Cells")')
+        page.wait_for_function("""([n]) => [...document.querySelectorAll('.jp-CodeCell .jp-InputPrompt')].some(e => e.textContent.includes(`[${n}]`))
+                                           && !/\\[\\*\\]/.test([...document.querySelectorAll('.jp-InputPrompt')].map(e => e.textContent).join(''))""",
+                               arg=[n], timeout=timeout_s * 1000)
+        err = page.locator('.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stderr"]:has-text("Traceback")')
+        assert err.count() == 0, err.first.inner_text()[-2000:]
+        assert 'Error displaying widget' not in page.content()
+
+    def screenshot(self, locator, name:str):
+        "Screenshot of a dashboard into the test dir; into figures/NAME.png when missing or $WSSS_UPDATE_FIGURES is set."
+        shot = self.tmp/f'{name}.png'
+        page, vp = locator.page, locator.page.viewport_size
+        h = int(locator.evaluate('e => e.getBoundingClientRect().height'))
+        page.set_viewport_size({'width': vp['width'], 'height': max(vp['height'], h + 300)})   # the whole dashboard in view
+        page.wait_for_timeout(300)
+        try: locator.scroll_into_view_if_needed(); locator.screenshot(path=str(shot))
+        finally: page.set_viewport_size(vp)
+        fig = REPO/'figures'/f'{name}.png'
+        if not fig.exists() or os.environ.get('WSSS_UPDATE_FIGURES'):
+            fig.parent.mkdir(exist_ok=True); shutil.copyfile(shot, fig)
+        return shot
+
+@pytest.fixture(scope='module')
+def lab(tmp_path_factory):
+    "One JupyterLab server + Chromium for every dashboard test of the module (starting them is most of a test's time)."
     _need(CHROMIUM is not None, 'chromium is not installed (apt-get install -y chromium)')
-    try: from playwright.sync_api import sync_playwright, TimeoutError as PWTimeout
+    try: from playwright.sync_api import sync_playwright
     except ImportError: _need(False, 'the playwright Python package is not installed (pip install playwright; never `playwright install`)')
-    from wsss_lib.data import SegDataset
-    from wsss_lib.synthetic import make_synthetic_voc
-    root = make_synthetic_voc(tmp_path/'syn', n_train=3, n_val=1, seed=0, size=(96, 128))
-    ds = SegDataset(root, 'train')
-    cams = tmp_path/'cams'; cams.mkdir()
-    for i in ds.ids:   # CAMs in CLIP-ES's file layout: 0.3 on each GT object, so t=0.15 keeps the objects and t=0.45 drops them
-        m, k = ds.mask(i), ds.keys(i)
-        np.save(cams/f'{i}.npy', {'keys': k, 'attn_highres': np.stack([(m == kk + 1) * 0.3 for kk in k]).astype(np.float16)})
-    nbdir = tmp_path/'lab'; nbdir.mkdir()
-    _notebook(nbdir/'dash.ipynb', root, cams)
+    tmp = tmp_path_factory.mktemp('lab')
+    root = tmp/'nbs'; root.mkdir()
     # a private Jupyter config/settings dir: no first-run news toast over the page, nothing written to the user's
-    settings = tmp_path/'settings'/'@jupyterlab'/'apputils-extension'; settings.mkdir(parents=True)
+    settings = tmp/'settings'/'@jupyterlab'/'apputils-extension'; settings.mkdir(parents=True)
     (settings/'notification.jupyterlab-settings').write_text(json.dumps({'fetchNews': 'false', 'checkForUpdates': False}))
-    env = dict(os.environ, JUPYTERLAB_SETTINGS_DIR=str(tmp_path/'settings'), JUPYTER_RUNTIME_DIR=str(tmp_path/'runtime'),
-               JUPYTERLAB_WORKSPACES_DIR=str(tmp_path/'workspaces'), MPLBACKEND='Agg')
+    # every cell in the DOM (JupyterLab renders only the cells in view by default): outputs scrolled away stay checkable
+    nbset = tmp/'settings'/'@jupyterlab'/'notebook-extension'; nbset.mkdir(parents=True)
+    (nbset/'tracker.jupyterlab-settings').write_text(json.dumps({'windowingMode': 'none'}))
+    env = dict(os.environ, JUPYTERLAB_SETTINGS_DIR=str(tmp/'settings'), JUPYTER_RUNTIME_DIR=str(tmp/'runtime'),
+               JUPYTERLAB_WORKSPACES_DIR=str(tmp/'workspaces'), MPLBACKEND='Agg', WSSS_DATA=str(tmp/'data'),
+               WSSS_RUNS=str(tmp/'runs'), OMP_NUM_THREADS='1')
     port, token = _free_port(), secrets.token_hex(16)
     cmd = [sys.executable, '-m', 'jupyterlab', '--no-browser', f'--port={port}', f'--ServerApp.token={token}',
-           '--ServerApp.ip=127.0.0.1', f'--ServerApp.root_dir={nbdir}', '--ServerApp.open_browser=False']
+           '--ServerApp.ip=127.0.0.1', f'--ServerApp.root_dir={root}', '--ServerApp.open_browser=False']
     if hasattr(os, 'geteuid') and os.geteuid() == 0: cmd.append('--allow-root')
-    log = open(tmp_path/'jupyter.log', 'w')
+    log = open(tmp/'jupyter.log', 'w')
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     try:
         _wait_http(f'http://127.0.0.1:{port}/api/status?token={token}', proc)
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, headless=True,
                                         args=['--no-sandbox', '--disable-background-networking', '--disable-component-update', '--disable-sync'])
-            try:
-                page = browser.new_page(viewport={'width': 1600, 'height': 1000})
-                page.goto(f'http://127.0.0.1:{port}/lab/tree/dash.ipynb?token={token}')
-                page.wait_for_selector('.jp-Notebook', timeout=60_000)
-                page.wait_for_selector('.jp-Notebook .jp-Cell .jp-InputArea-editor', timeout=60_000)
-                prompt = "() => /\\[(\\*|\\d+)\\]/.test(document.querySelector('.jp-Notebook .jp-Cell .jp-InputPrompt').textContent)"
-                # wait for the kernel: on a loaded machine a keypress sent before it is up can raise a "Select Kernel" dialog
-                page.wait_for_function("() => /\\| Idle/.test(document.body.innerText)", timeout=120_000)
-                for attempt in range(4):   # the cell runs once the kernel is up; retry the keypress until it is queued
-                    if page.locator('.jp-Dialog').count():   # accept the preselected python3 kernel if asked anyway
-                        page.click('.jp-Dialog .jp-mod-accept'); page.wait_for_timeout(1000)
-                    page.click('.jp-Notebook .jp-Cell .jp-InputArea-editor')
-                    page.keyboard.press('Shift+Enter')
-                    try: page.wait_for_function(prompt, timeout=10_000); break
-                    except PWTimeout:
-                        if attempt == 3: raise
-                page.wait_for_selector('.widget-slider', timeout=120_000)
-                label = page.locator('.wsss-panel-label img')
-                label.first.wait_for(timeout=60_000)
-                page.wait_for_function("() => [...document.querySelectorAll('.widget-image')].filter(i => i.src && i.naturalWidth > 0).length >= 4",
-                                       timeout=60_000)
-                assert 'Error displaying widget' not in page.content()
-                page.screenshot(path=str(tmp_path/'before.png'), full_page=True)
-                before = label.first.get_attribute('src')
-                thr = page.locator('.widget-slider', has=page.locator('.widget-label', has_text='threshold t'))
-                handle = thr.locator('.noUi-handle')
-                handle.focus()
-                for _ in range(30): page.keyboard.press('ArrowRight')            # t: 0.15 -> 0.45
-                page.wait_for_function("([b]) => document.querySelector('.wsss-panel-label img').src !== b", arg=[before], timeout=30_000)
-                after = label.first.get_attribute('src')
-                assert after != before
-                page.wait_for_function("() => document.querySelector('.wsss-panel-label .widget-html').textContent.includes('t=0.45')", timeout=30_000)
-                assert 'Error displaying widget' not in page.content()
-                page.screenshot(path=str(tmp_path/'after.png'), full_page=True)
-                fig = REPO/'figures'/'dashboard_cam_explorer.png'   # the masks at t=0.15; a tracked file: refreshed on request
-                if not fig.exists() or os.environ.get('WSSS_UPDATE_FIGURES'):
-                    fig.parent.mkdir(exist_ok=True); shutil.copyfile(tmp_path/'before.png', fig)
-            except Exception:
-                with_shot = tmp_path/'failure.png'
-                try: page.screenshot(path=str(with_shot), full_page=True)
-                except Exception: pass
-                raise
+            try: yield Lab(root, port, token, browser, tmp)
             finally: browser.close()
     finally:
         if proc.poll() is None:
@@ -123,3 +127,56 @@ def test_cam_explorer_in_chromium(tmp_path):
             try: proc.wait(15)
             except subprocess.TimeoutExpired: os.killpg(proc.pid, signal.SIGKILL); proc.wait(5)
         log.close()
+
+def _failure_shot(lab, page, name):
+    try: page.screenshot(path=str(lab.tmp/f'{name}-failure.png'), full_page=True)
+    except Exception: pass
+
+def test_cam_explorer_run_all(lab):
+    "dash_cam_explorer after Run All: defaults shown, legend and colour bars, no overflow, a slider redraws, export writes PNG + PDF."
+    run = lab.tmp/'run_cam_explorer'
+    example_notebook(lab.root, 'dash_cam_explorer', run_dir=str(run), smoke=True, device='cpu')
+    page = lab.open('dash_cam_explorer.ipynb')
+    try:
+        lab.run_all(page, 'dash_cam_explorer.ipynb')
+        dash = page.locator('.wsss-cam-explorer')
+        dash.wait_for(timeout=60_000)
+        page.wait_for_function("""() => [...document.querySelectorAll('.wsss-cam-explorer .widget-image')]
+                                          .filter(i => i.offsetParent && !(i.src && i.naturalWidth > 0)).length === 0""", timeout=60_000)
+        # the defaults, not what the headless cells set: CLIP-ES live, refined map, power α = 1, the refined-vs-initial row
+        src = dash.locator('.widget-dropdown', has=page.locator('label', has_text='source')).locator('select')
+        assert src.first.input_value() == 'clip_es (live)'
+        alpha = dash.locator('.widget-slider', has=page.locator('.widget-label', has_text='power α'))
+        assert alpha.locator('.widget-readout').inner_text().strip() == '1.00'
+        assert 'α=1' in dash.locator('.wsss-panel-label .widget-html').inner_text()
+        assert 'initial' in dash.locator('.wsss-panel-cmp_b .widget-html').inner_text() and 'mIoU' in dash.locator('.wsss-panel-cmp_b').inner_text()
+        # legend and colour bars on screen; the busy line exists and is hidden at rest
+        legend = dash.locator('.wsss-legend')
+        assert legend.is_visible() and 'background' in legend.inner_text() and 'ignore' in legend.inner_text()
+        assert dash.locator('.wsss-colorbar').first.is_visible() and dash.locator('.wsss-colorbar-diverging').is_visible()
+        assert dash.locator('.wsss-panel-curve img').is_visible() and not dash.locator('.wsss-busy').is_visible()
+        # 1600 px with the file browser open: nothing is clipped, every control row wraps inside the output area
+        assert page.locator('#filebrowser').is_visible()
+        over = page.evaluate("""() => [...document.querySelectorAll('.wsss-cam-explorer .widget-box, .wsss-cam-explorer .widget-hbox')]
+                                      .filter(e => e.offsetParent && e.scrollWidth > e.clientWidth + 2).length""")
+        assert over == 0, f'{over} control rows overflow'
+        lab.screenshot(dash, 'dashboard_cam_explorer')
+        # a slider move redraws the label map, the busy line shown while the kernel computes
+        page.evaluate("""() => { const b = document.querySelector('.wsss-cam-explorer .wsss-busy'); window.__busySeen = false;
+                                 new MutationObserver(() => { if (getComputedStyle(b).visibility === 'visible') window.__busySeen = true; })
+                                   .observe(b, {attributes: true, attributeFilter: ['style']}); }""")
+        before = dash.locator('.wsss-panel-label img').get_attribute('src')
+        alpha.locator('.noUi-handle').focus()
+        for _ in range(10): page.keyboard.press('ArrowRight')              # α: 1.0 -> 2.0
+        page.wait_for_function("([b]) => document.querySelector('.wsss-cam-explorer .wsss-panel-label img').src !== b", arg=[before], timeout=30_000)
+        page.wait_for_function("() => document.querySelector('.wsss-cam-explorer .wsss-panel-label .widget-html').textContent.includes('α=2')", timeout=30_000)
+        assert page.evaluate('() => window.__busySeen'), 'the busy line never showed during the slider move'
+        # Export figure: PNG and PDF where the path box says
+        dash.locator('.wsss-export button', has_text='Export figure').click()
+        page.wait_for_function("() => document.querySelector('.wsss-cam-explorer .wsss-export').textContent.includes('wrote')", timeout=60_000)
+        png, pdf = run/'figures'/'cam_explorer_export.png', run/'figures'/'cam_explorer_export.pdf'
+        assert png.read_bytes()[:8] == b'\x89PNG\r\n\x1a\n' and pdf.read_bytes()[:5] == b'%PDF-'
+        assert 'Error displaying widget' not in page.content()
+    except Exception:
+        _failure_shot(lab, page, 'cam_explorer'); raise
+    finally: page.close()

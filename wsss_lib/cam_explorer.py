@@ -4,7 +4,7 @@
 
 # %% ../nbs/21_cam_explorer.ipynb #da4b9237
 from __future__ import annotations
-import html, time
+import ast, html, inspect, io, time
 from pathlib import Path
 import numpy as np
 import ipywidgets as widgets
@@ -13,13 +13,15 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from fastcore.basics import patch
 from .core import BadInputError
 from .data import SegDataset
-from .metrics import confusion_matrix, iou_per_class, miou, cams_to_label
-from .cam import FileCAMSource, as_cam_source
+from PIL import Image
+from .metrics import confusion_matrix, iou_per_class, miou, cams_to_label, CurveAccumulator, DEFAULT_THRESHOLDS
+from .cam import FileCAMSource, as_cam_source, cam_source_names, create_cam_source
 from .crf import CRF_PRESETS, crf_params
-from .dashboards import LRUCache, Panel, Guard, _Dashboard, overlay, colorize, source_cams, crf_preview
+from .dashboards import (LRUCache, Panel, Guard, _Dashboard, overlay, colorize, source_cams, crf_preview, ClassLegend,
+                                 ColorBar, ExportControl, diverging_map, figure_colorbar, figure_legend, legend_entries, wrap, advanced)
 
 # %% auto #0
-__all__ = ['CAMExplorer']
+__all__ = ['CURVE_POWERS', 'CAMExplorer', 'parse_options', 'parse_labels']
 
 # %% ../nbs/21_cam_explorer.ipynb #ac3478d6
 def _splits_of(root:Path)->list[str]:
@@ -52,6 +54,11 @@ class CAMExplorer(_Dashboard):
                  crf_scale:float=1.0, # CRF grid: 1 (exact) or 0.5 / 0.25 (`crf_preview`, faster, approximate)
                  cache_size:int=32, # images × sources × layers kept
                  panel_width:int=240, # pixels per panel in the page
+                 compare:str='off', # side by side: 'off', 'source' (two sources), 'variant' (two maps), 'bg' (two α / t)
+                 curve_images:int=32, # images of the split in the mIoU-versus-threshold curve (0: no curve)
+                 source_options:dict|None=None, # {registered name: create_cam_source options} for the source menu's "+ name" entries
+                 examples:dict|None=None, # {label: image id}: a menu of images worth a look
+                 export_path:str='figures/cam_explorer', # where "Export figure" writes (relative: the notebook's folder)
                 ):
         if not hasattr(dataset, 'ids') or not hasattr(dataset, 'image'): raise BadInputError("dataset must be a SegDataset (with .ids and .image(id))")
         self.dataset, self.sources = dataset, _as_sources(sources)
@@ -62,12 +69,20 @@ class CAMExplorer(_Dashboard):
         self.image = self.keys = self.gt = None
         self.all_cams, self.cams, self.label, self.crf_mask, self.iou = {}, None, None, None, {}
         self.timings = {}
-        self._muted = False
+        self._muted, self._custom = False, None
+        self.source_options, self.examples = dict(source_options or {}), dict(examples or {})
+        self.curve_images, self.curve_cache, self.curve, self.n_curve_heavy = curve_images, LRUCache(16), None, 0
         W = panel_width
         self.panels = {k: Panel(t, W, k) for k, t in (('image', 'image'), ('cam', 'CAM'), ('label', 'CAM → label map'),
                                                     ('crf', 'CRF pseudo mask'), ('gt', 'ground truth'))}
+        self.cmp_panels = {k: Panel(t, W, k) for k, t in (('cmp_a', 'A'), ('cmp_b', 'B'), ('cmp_diff', 'B − A'))}
+        self.curve_panel = Panel('mIoU over the split', 2 * W, 'curve')
+        self.legend, self.cam_bar = ClassLegend(self.classes, []), ColorBar('CAM score', 'jet', 0, 1, width=W)
+        self.diff_bar = ColorBar('B − A (CAM of the class)', 'RdBu_r', hi=1, diverging=True, width=W)
+        self.exporter = ExportControl(self.figure, export_path, self.guard)
         self._selection_widgets(dataset)
         self._post_widgets(bg_mode, bg_power, bg_threshold, crf_preset, crf_colour, conf_threshold, auto_crf, crf_scale)
+        self._extra_widgets(compare)
         self._wire()
         self._sync_source_widgets()
         ids = dataset.ids
@@ -78,22 +93,26 @@ class CAMExplorer(_Dashboard):
     @property
     def widget(self)->widgets.Widget:
         if getattr(self, '_widget', None) is None:
-            sel = widgets.VBox([widgets.HBox([self.w_split, self.w_prev, self.w_index, self.w_next, self.w_id]),
-                                widgets.HBox([self.w_source, self.w_layer, self.w_variant, self.w_class]),
-                                widgets.HBox([self.w_folder, self.w_format, self.w_add])])
-            post = widgets.HBox([widgets.VBox([self.w_bg, self.w_alpha, self.w_thr, self.w_cam_alpha]),
-                                 widgets.VBox([self.w_preset, *list(self.w_crf.values())[:3]]),
-                                 widgets.VBox([*list(self.w_crf.values())[3:], self.w_colour]),
-                                 widgets.VBox([self.w_conf, self.w_crf_scale, self.w_auto, self.w_run_crf])])
-            self._widget = widgets.VBox([sel, post, self.guard.widget,
-                                         widgets.HBox([p.widget for p in self.panels.values()]), self.w_iou])
+            more = advanced(widgets.VBox([wrap(self.w_src_opts),
+                                          wrap(self.w_folder, self.w_format, self.w_add),
+                                          wrap(self.w_upload, self.w_labels, self.w_load)]), title='more sources · your own image')
+            self._widget = widgets.VBox([
+                wrap(self.w_split, self.w_prev, self.w_index, self.w_next, self.w_id, self.w_examples),
+                wrap(self.w_source, self.w_layer, self.w_variant, self.w_class), more,
+                wrap(self.w_bg, self.w_alpha, self.w_thr, self.w_cam_alpha, self.w_conf, self.w_preset, self.w_crf_scale, self.w_auto, self.w_run_crf),
+                advanced(*self.w_crf.values(), self.w_colour, title='CRF parameters'),
+                self.guard.bar, wrap(*[p.widget for p in self.panels.values()]), wrap(self.cam_bar.widget, self.legend.widget), self.w_iou,
+                wrap(self.w_cmp, self.w_cmp_source, self.w_cmp_variant, self.w_cmp_bg),
+                wrap(*[p.widget for p in self.cmp_panels.values()], self.diff_bar.widget),
+                wrap(self.curve_panel.widget, self.w_curve), self.exporter.widget])
+            self._widget.add_class('wsss-cam-explorer')
         return self._widget
 
     @property
     def source(self): return self.sources.get(self.w_source.value)
 
     @property
-    def image_id(self)->str|None: return getattr(self, '_iid', None)
+    def image_id(self)->str|None: return f"upload:{self._custom['name']}" if getattr(self, '_custom', None) else getattr(self, '_iid', None)
 
 # %% ../nbs/21_cam_explorer.ipynb #902ba3cd
 @patch
@@ -110,14 +129,25 @@ def _selection_widgets(self:CAMExplorer, dataset):
     self.w_index = widgets.IntSlider(0, 0, n - 1, description='image #', continuous_update=False)
     self.w_prev, self.w_next = widgets.Button(description='◀', layout=widgets.Layout(width='36px')), widgets.Button(description='▶', layout=widgets.Layout(width='36px'))
     self.w_id = widgets.Text(description='id', continuous_update=False, layout=widgets.Layout(width='240px'))
-    names = list(self.sources) or ['(none)']
-    self.w_source = widgets.Dropdown(options=names, value=names[0], description='source')
+    self.w_examples = widgets.Dropdown(options=[('(examples)', '')] + [(k, v) for k, v in self.examples.items()], value='',
+                                       description='look at', layout=widgets.Layout(width='300px'))
+    self.w_examples.layout.display = None if self.examples else 'none'
+    opts = self._source_menu()
+    self.w_source = widgets.Dropdown(options=opts, value=opts[0][1], description='source')
+    self.w_src_opts = widgets.Text(placeholder="options for a '+ name' source: checkpoint='run/last.pt', ...", description='options',
+                                   layout=widgets.Layout(width='560px'))
     self.w_layer = widgets.Dropdown(options=['(fixed)'], description='layer')
     self.w_variant = widgets.Dropdown(options=['cams'], description='map')
     self.w_class = widgets.Dropdown(options=[], description='class')
     self.w_folder = widgets.Text(placeholder='folder of <id>.npy CAM files', description='CAM folder')
     self.w_format = widgets.Dropdown(options=['auto', 'wsss', 'clip_es', 'irn', 'mctformer'], value='auto', description='format', layout=widgets.Layout(width='180px'))
     self.w_add = widgets.Button(description='add source')
+
+@patch
+def _source_menu(self:CAMExplorer)->list:
+    "The source menu: the sources given (or added), then every registered source not built yet, as '+ name'."
+    opts = [(n, n) for n in self.sources] or [('(none)', '(none)')]
+    return opts + [(f'+ {n} (registered: build)', f'+{n}') for n in cam_source_names() if n not in self.sources]
 
 @patch
 def _post_widgets(self:CAMExplorer, bg_mode, bg_power, bg_threshold, crf_preset, crf_colour, conf_threshold, auto_crf, crf_scale):
@@ -140,6 +170,21 @@ def _post_widgets(self:CAMExplorer, bg_mode, bg_power, bg_threshold, crf_preset,
     self.w_iou = widgets.HTML('')
 
 @patch
+def _extra_widgets(self:CAMExplorer, compare:str):
+    "Widgets of the comparison row, the dataset curve and 'load your own image'."
+    modes = [('off', 'off'), ('two sources', 'source'), ('two maps', 'variant'), ('two α / t', 'bg')]
+    if compare not in [v for _, v in modes]: raise BadInputError(f"compare {compare!r}: use one of {[v for _, v in modes]}")
+    self.w_cmp = widgets.Dropdown(options=modes, value=compare, description='side by side')
+    self.w_cmp_source = widgets.Dropdown(options=list(self.sources) or ['(none)'], description='B source')
+    self.w_cmp_variant = widgets.Dropdown(options=['cams'], description='B map')
+    self.w_cmp_bg = widgets.FloatSlider(2.0 if self.w_bg.value == 'power' else 0.3, min=0, max=10, step=0.05, description='B: α / t',
+                                        continuous_update=False)
+    self.w_curve = widgets.Checkbox(self.curve_images > 0, description='dataset curve')
+    self.w_upload = widgets.FileUpload(accept='image/*', multiple=False, description='your image')
+    self.w_labels = widgets.Text(placeholder='its classes, comma-separated', description='labels')
+    self.w_load = widgets.Button(description='show my image')
+
+@patch
 def _wire(self:CAMExplorer):
     "Connect every widget to its handler."
     self.w_split.observe(self._on_split, 'value')
@@ -151,11 +196,17 @@ def _wire(self:CAMExplorer):
     self.w_class.observe(self._on_class, 'value')
     self.w_cam_alpha.observe(self._on_class, 'value')
     self.w_add.on_click(self._on_add)
+    self.w_bg.observe(self._on_bg_mode, 'value')
     for w in (self.w_bg, self.w_alpha, self.w_thr): w.observe(self._on_post, 'value')
     self.w_preset.observe(self._on_preset, 'value')
     for w in [*self.w_crf.values(), self.w_colour, self.w_conf, self.w_crf_scale]: w.observe(self._on_crf, 'value')
     self.w_auto.observe(self._on_crf, 'value')
     self.w_run_crf.on_click(lambda b: self._guarded(self._update_crf, force=True))
+    self.w_examples.observe(lambda ch: self._on_example(ch['new']), 'value')
+    for w in (self.w_cmp, self.w_cmp_source, self.w_cmp_variant, self.w_cmp_bg):
+        w.observe(lambda ch: self._guarded(self._update_compare) if not self._muted and self.label is not None else None, 'value')
+    self.w_curve.observe(lambda ch: self._guarded(self._update_curve) if not self._muted and self.cams is not None else None, 'value')
+    self.w_load.on_click(lambda b: self._guarded(self._on_upload))
 
 # %% ../nbs/21_cam_explorer.ipynb #0ade7c2c
 @patch
@@ -168,6 +219,12 @@ def _sync_source_widgets(self:CAMExplorer):
         self.w_layer.disabled = not layers
         self.w_variant.options = s.variants() if s is not None else ['cams']
         self.w_variant.disabled = len(self.w_variant.options) < 2
+        self.w_cmp_variant.options = self.w_variant.options
+        self.w_cmp_variant.value = self.w_variant.options[-1]   # the other map by default (CLIP-ES: initial)
+        names = list(self.sources) or ['(none)']
+        old = self.w_cmp_source.value
+        self.w_cmp_source.options = names
+        self.w_cmp_source.value = old if old in names and old != self.w_source.value else next((n for n in names if n != self.w_source.value), names[0])
     finally: self._muted = False
 
 @patch
@@ -175,6 +232,7 @@ def _set_index(self:CAMExplorer, i:int):
     ids = self.dataset.ids
     if not ids: self.guard.fail(BadInputError(f"split {self.w_split.value!r} has no images")); return
     i = int(np.clip(i, 0, len(ids) - 1))
+    self._custom = None
     self._muted = True
     try: self.w_index.max = len(ids) - 1; self.w_index.value = i; self.w_id.value = self._iid = ids[i]
     finally: self._muted = False
@@ -214,8 +272,16 @@ def _on_split(self:CAMExplorer, ch):
 @patch
 def _on_heavy(self:CAMExplorer, ch):
     if self._muted: return
-    if ch['owner'] is self.w_source: self._sync_source_widgets()
+    if ch['owner'] is self.w_source:
+        if str(ch['new']).startswith('+'): self._guarded(self._build_source, ch['new'][1:], ch['old']); return
+        self._sync_source_widgets()
     self._guarded(self._load)
+
+@patch
+def _on_example(self:CAMExplorer, iid):
+    if self._muted or not iid: return
+    if iid not in self.dataset.ids: self.guard.fail(BadInputError(f"example image {iid!r} is not in split {self.w_split.value!r}")); return
+    self._set_index(self.dataset.ids.index(iid))
 
 @patch
 def _on_add(self:CAMExplorer, b=None):
@@ -224,34 +290,86 @@ def _on_add(self:CAMExplorer, b=None):
         if not str(path) or not self.w_folder.value.strip(): raise BadInputError("type the folder of CAM files first")
         src = FileCAMSource(path, format=self.w_format.value, n_classes=len(self.classes))
         name = f'{path.name} [{self.w_format.value}]'
-        self.sources[name] = src
-        self.w_source.options = list(self.sources)
-        self.w_source.value = name
+        self.add_source(name, src)
     self._guarded(go)
 
 @patch
 def add_source(self:CAMExplorer, name:str, source):
     "Add a CAM source (or a folder of CAM files) and select it."
     self.sources.update(_as_sources({name: source}))
-    self.w_source.options = list(self.sources); self.w_source.value = name
+    self.w_source.options = self._source_menu(); self.w_source.value = name
 
 # %% ../nbs/21_cam_explorer.ipynb #17ba0791
+def parse_options(text:str)->dict:
+    "`key=value, ...` (values Python literals) as a dict; a clear message for anything else."
+    text = (text or '').strip()
+    if not text: return {}
+    try:
+        call = ast.parse(f'f({text})', mode='eval').body
+        if call.args: raise ValueError('positional')
+        return {k.arg: ast.literal_eval(k.value) for k in call.keywords if k.arg is not None}
+    except (SyntaxError, ValueError) as e:
+        raise BadInputError(f"options {text!r}: write key=value pairs of literals, e.g. checkpoint='run/last.pt', num_classes=20") from None
+
 @patch
-def _heavy_key(self:CAMExplorer):
-    layer = self.w_layer.value if not self.w_layer.disabled and self.w_layer.value != '(default)' else None
-    return (str(self.w_split.value), self.image_id, self.w_source.value, layer), layer
+def _build_source(self:CAMExplorer, name:str, previous:str):
+    "Build the registered source `name` from `source_options`, the typed options and the dataset; select it."
+    def back():
+        self._muted = True
+        try: self.w_source.value = previous if previous in self.sources else self.w_source.options[0][1]
+        finally: self._muted = False
+    try:
+        opts = {**self.source_options.get(name, {}), **parse_options(self.w_src_opts.value)}
+        from wsss_lib.cam import _CAM_SOURCES
+        params = inspect.signature(_CAM_SOURCES[name]).parameters
+        auto = dict(num_classes=len(self.classes), n_classes=len(self.classes), class_names=list(self.classes))
+        opts = {**{k: v for k, v in auto.items() if k in params and k not in opts}, **opts}
+        src = create_cam_source(name, **opts)
+    except BadInputError: back(); raise
+    except Exception as e:
+        back(); raise BadInputError(f"could not build CAM source {name!r}: {str(e).splitlines()[0] if str(e) else type(e).__name__} "
+                                    f"(type its options in 'options', e.g. checkpoint='...')") from None
+    self.add_source(name, src)
+
+# %% ../nbs/21_cam_explorer.ipynb #fa35e192
+@patch
+def _heavy_key(self:CAMExplorer, source:str|None=None, # another source's key (its default layer)
+               ):
+    layer = self.w_layer.value if source is None and not self.w_layer.disabled and self.w_layer.value != '(default)' else None
+    iid = self.image_id if self._custom is None else f"upload:{self._custom['digest']}"
+    return (str(self.w_split.value), iid, source or self.w_source.value, layer), layer
+
+@patch
+def _cams_of(self:CAMExplorer, source:str|None=None)->dict:
+    "{variant: (keys, float16 CAMs)} of the image on screen from `source` (default: the current one), through the cache."
+    key, layer = self._heavy_key(source)
+    src = self.sources.get(key[2])
+    if src is None: raise BadInputError(f"no CAM source {key[2]!r}: pass sources= or add a folder of CAM files")
+    image, keys = self.image, self.keys
+    iid = None if self._custom is not None else self.image_id
+    def heavy():
+        self.n_heavy += 1
+        try: r = source_cams(src, image, keys, iid, layer)
+        except Exception as e:
+            if self._custom is None: raise
+            raise BadInputError(f"source {key[2]!r} cannot map an uploaded image ({str(e).splitlines()[0] if str(e) else type(e).__name__}): "
+                                "choose a live source") from None
+        return {k: (keys.copy(), v.astype(np.float16)) for k, v in r.items()}
+    return self.cache.get(key, heavy)
 
 @patch
 def _load(self:CAMExplorer):
     t0 = time.perf_counter()
-    iid = self.image_id
-    d = self.dataset
-    self.image, self.keys = d.image(iid), np.asarray(d.keys(iid), np.int64)
-    self.gt = d.mask(iid) if getattr(d, 'mask_dir', None) is not None else None
+    iid, d, c = self.image_id, self.dataset, self._custom
+    if c is not None: self.image, self.keys, self.gt = c['image'], c['keys'], None
+    else:
+        self.image, self.keys = d.image(iid), np.asarray(d.keys(iid), np.int64)
+        self.gt = d.mask(iid) if getattr(d, 'mask_dir', None) is not None else None
     self.guard.clear()
     self.panels['image'].set(self.image, 'rgb', f'image {iid}')
     self.panels['gt'].hide(self.gt is None)
     if self.gt is not None: self.panels['gt'].set(self.gt, 'label')
+    self.legend.set(self.keys)
     self._muted = True
     try:
         opts = [(self.classes[k], int(k)) for k in self.keys]
@@ -262,13 +380,7 @@ def _load(self:CAMExplorer):
     self.all_cams, self.cams, self.label, self.crf_mask, self.iou = {}, None, None, None, {}
     if self.source is None: raise BadInputError("no CAM source: pass sources= or add a folder of CAM files")
     if len(self.keys) == 0: raise BadInputError(f"image {iid} has no foreground class: nothing to map")
-    key, layer = self._heavy_key()
-    src, image, keys = self.source, self.image, self.keys
-    def heavy():
-        self.n_heavy += 1
-        r = source_cams(src, image, keys, iid, layer)
-        return {k: (keys.copy(), v.astype(np.float16)) for k, v in r.items()}
-    self.all_cams = self.cache.get(key, heavy)
+    self.all_cams = self._cams_of()
     self.timings['load'] = time.perf_counter() - t0
     self._use_variant()
 
@@ -279,6 +391,7 @@ def _use_variant(self:CAMExplorer):
     if cams.shape[1:] != self.image.shape[:2]:
         raise BadInputError(f"{v} CAMs are {cams.shape[1]}×{cams.shape[2]} but image {self.image_id} is {self.image.shape[0]}×{self.image.shape[1]}")
     self.cams, self.label, self.crf_mask = cams.astype(np.float32), None, None
+    self._update_curve(draw=False)
     self._draw_class(); self._update_post()
 
 @patch
@@ -287,7 +400,7 @@ def _on_variant(self:CAMExplorer, ch):
 
 @patch
 def _on_class(self:CAMExplorer, ch):
-    if not self._muted and self.cams is not None: self._guarded(self._draw_class)
+    if not self._muted and self.cams is not None: self._guarded(lambda: (self._draw_class(), self._update_compare()))
 
 @patch
 def _draw_class(self:CAMExplorer):
@@ -296,7 +409,7 @@ def _draw_class(self:CAMExplorer):
     i = int(np.flatnonzero(self.keys == k)[0])
     self.panels['cam'].set(overlay(self.image, self.cams[i], self.w_cam_alpha.value), 'rgb', f'CAM: {self.classes[k]}')
 
-# %% ../nbs/21_cam_explorer.ipynb #bd307a3e
+# %% ../nbs/21_cam_explorer.ipynb #1574bddb
 @patch
 def _bg(self:CAMExplorer)->dict:
     return dict(bg_power=self.w_alpha.value, bg_threshold=None) if self.w_bg.value == 'power' else dict(bg_power=1.0, bg_threshold=self.w_thr.value)
@@ -305,16 +418,22 @@ def _bg(self:CAMExplorer)->dict:
 def _on_post(self:CAMExplorer, ch):
     if not self._muted and self.cams is not None: self._guarded(self._update_post)
 
+def _label_of(cams, keys, bg:dict)->np.ndarray:
+    "The label map of CAMs under a background rule (`CAMExplorer._bg()`'s dict)."
+    return cams_to_label(cams, keys, bg=bg['bg_threshold'] if bg['bg_threshold'] is not None else 0.15,
+                         bg_power=bg['bg_power'] if bg['bg_threshold'] is None else None)
+
+def _bg_text(bg:dict)->str: return f"α={bg['bg_power']:g}" if bg['bg_threshold'] is None else f"t={bg['bg_threshold']:g}"
+
 @patch
 def _update_post(self:CAMExplorer):
-    "The fast part: label map from the cached CAMs, its panel, its IoU; then the CRF (cached per parameters)."
+    "The fast part: label map from the cached CAMs, its panel, its IoU, the comparison, the curve's marker; then the CRF."
     t0 = time.perf_counter()
     b = self._bg()
-    self.label = cams_to_label(self.cams, self.keys, bg=b['bg_threshold'] if b['bg_threshold'] is not None else 0.15,
-                               bg_power=b['bg_power'] if b['bg_threshold'] is None else None)
-    self.panels['label'].set(self.label, 'label', f"CAM → label ({'α' if b['bg_threshold'] is None else 't'}="
-                             f"{b['bg_power'] if b['bg_threshold'] is None else b['bg_threshold']:g})")
+    self.label = _label_of(self.cams, self.keys, b)
+    self.panels['label'].set(self.label, 'label', f"CAM → label ({_bg_text(b)})")
     self._update_iou()
+    self._update_compare(); self._draw_curve()
     self.timings['post'] = time.perf_counter() - t0
     self._update_crf()
 
@@ -369,10 +488,151 @@ def _update_iou(self:CAMExplorer):
     self.w_iou.layout.display = None
     self.w_iou.value = '<br>'.join(rows)
 
-# %% ../nbs/21_cam_explorer.ipynb #f1abd670
+# %% ../nbs/21_cam_explorer.ipynb #9e6a55b6
+CURVE_POWERS = tuple(float(a) for a in np.arange(0.5, 10.01, 0.5))   # α of the power curve (CLIP-ES's 1..10 and halves)
+
+@patch
+def _image_miou(self:CAMExplorer, pred:np.ndarray)->float|None:
+    "Per-image mIoU of a label map (255 counts as background), classes present in the GT; None without GT."
+    if self.gt is None or pred is None: return None
+    return miou(confusion_matrix(self.gt, np.where(pred == 255, 0, pred), len(self.classes) + 1), 'present')
+
+@patch
+def _update_compare(self:CAMExplorer):
+    "The side-by-side row: A (what the sliders show) and B (another source / map / background value), B − A."
+    mode = self.w_cmp.value
+    for w, m in ((self.w_cmp_source, 'source'), (self.w_cmp_variant, 'variant'), (self.w_cmp_bg, 'bg')): w.layout.display = None if mode == m else 'none'
+    show = mode != 'off' and self.label is not None
+    for k, p in self.cmp_panels.items(): p.hide(not show or (k == 'cmp_diff' and mode == 'bg'))
+    self.diff_bar.widget.layout.display = None if show and mode != 'bg' else 'none'
+    if not show: self.compared = None; return
+    bg, v = self._bg(), self.w_variant.value
+    a_desc, cams_b, bg_b = f'{self.w_source.value} · {v}', self.cams, bg
+    if mode == 'source':
+        r = self._cams_of(self.w_cmp_source.value)
+        vb = v if v in r else next(iter(r))
+        cams_b, b_desc = r[vb][1].astype(np.float32), f'{self.w_cmp_source.value} · {vb}'
+    elif mode == 'variant':
+        vb = self.w_cmp_variant.value if self.w_cmp_variant.value in self.all_cams else v
+        cams_b, b_desc = self.all_cams[vb][1].astype(np.float32), f'{self.w_source.value} · {vb}'
+    else:
+        bg_b = dict(bg_power=self.w_cmp_bg.value, bg_threshold=None) if bg['bg_threshold'] is None else dict(bg_power=1.0, bg_threshold=self.w_cmp_bg.value)
+        b_desc = a_desc
+    lab_b = _label_of(cams_b, self.keys, bg_b)
+    self.compared = dict(A=dict(desc=f'{a_desc}, {_bg_text(bg)}', label=self.label, miou=self._image_miou(self.label)),
+                         B=dict(desc=f'{b_desc}, {_bg_text(bg_b)}', label=lab_b, miou=self._image_miou(lab_b)))
+    for k, s in (('cmp_a', 'A'), ('cmp_b', 'B')):
+        c = self.compared[s]
+        self.cmp_panels[k].set(c['label'], 'label', f"{s}: {c['desc']}" + ('' if c['miou'] is None else f" — mIoU {c['miou']:.3f}"))
+    if mode != 'bg' and self.w_class.value is not None:
+        i = int(np.flatnonzero(self.keys == self.w_class.value)[0])
+        rgb, vmax = diverging_map(cams_b[i] - self.cams[i])
+        self.cmp_panels['cmp_diff'].set(rgb, 'rgb', f'B − A: {self.classes[self.w_class.value]}')
+        self.diff_bar.set(hi=vmax)
+
+@patch
+def _on_bg_mode(self:CAMExplorer, ch):
+    "The second background value of 'two α / t' follows the rule: α in [0.1, 10], t in [0, 1]."
+    self._muted = True
+    try:
+        if ch['new'] == 'power': self.w_cmp_bg.max, self.w_cmp_bg.min, self.w_cmp_bg.value = 10, 0.1, 2.0
+        else: self.w_cmp_bg.min, self.w_cmp_bg.max, self.w_cmp_bg.value = 0, 1, 0.3
+    finally: self._muted = False
+
+# %% ../nbs/21_cam_explorer.ipynb #b3f0c7f6
+@patch
+def _update_curve(self:CAMExplorer, draw:bool=True):
+    "The mIoU-versus-background curve of the current source / map / layer over the split (cached), then its drawing."
+    show = bool(self.w_curve.value) and self.curve_images > 0 and getattr(self.dataset, 'mask_dir', None) is not None
+    self.curve_panel.hide(not show)
+    if not show: self.curve = None; return
+    (split, _, name, layer), _ = self._heavy_key()
+    key = (split, name, layer, self.w_variant.value, self.curve_images)
+    self.curve = self.curve_cache.get(key, lambda: self._compute_curve(name, layer, self.w_variant.value))
+    if draw: self._draw_curve()
+
+@patch
+def _compute_curve(self:CAMExplorer, name:str, layer, variant:str)->dict:
+    "One pass over the split's first `curve_images` images: every threshold's and power's mIoU (present classes)."
+    d, src, split = self.dataset, self.sources[name], str(self.w_split.value)
+    acc = CurveAccumulator(len(self.classes) + 1, DEFAULT_THRESHOLDS, CURVE_POWERS)
+    for iid in d.ids[:self.curve_images]:
+        keys = np.asarray(d.keys(iid), np.int64)
+        if not len(keys): continue
+        r = self.cache.d.get((split, iid, name, layer))     # reuse what the explorer holds, without reordering its cache
+        if r is None:
+            self.n_curve_heavy += 1
+            r = {k: (keys, v.astype(np.float16)) for k, v in source_cams(src, d.image(iid), keys, iid, layer).items()}
+        kk, c = r[variant] if variant in r else next(iter(r.values()))
+        acc.add(c.astype(np.float32), kk, d.mask(iid))
+    return dict(n=acc.n_images, source=name, variant=variant, thresholds=np.asarray(DEFAULT_THRESHOLDS), powers=np.asarray(CURVE_POWERS),
+                threshold=np.array([miou(c, 'present') for c in acc.threshold_confs()]),
+                power=np.array([miou(c, 'present') for c in acc.power_confs()]))
+
+@patch
+def _draw_curve(self:CAMExplorer):
+    "Draw the curve of the current background rule, the best setting marked, and a red line at the slider's value."
+    if self.curve is None or self.curve_panel.widget.layout.display == 'none': return
+    c, power = self.curve, self.w_bg.value == 'power'
+    x = self.w_alpha.value if power else self.w_thr.value
+    if getattr(self, '_curve_base', (None,))[0] != (id(c), power):   # the plot itself: once per curve and rule
+        xs, ys = (c['powers'], c['power']) if power else (c['thresholds'], c['threshold'])
+        fig = Figure(figsize=(4.8, 2.2), dpi=100); FigureCanvasAgg(fig)
+        fig.subplots_adjust(left=0.13, right=0.98, bottom=0.22, top=0.86)
+        ax = fig.subplots()
+        ax.plot(xs, ys, '-', color='tab:blue', lw=1.5)
+        j = int(np.nanargmax(ys)); ax.plot([xs[j]], [ys[j]], 'o', color='tab:green', label=f'best {"α" if power else "t"}={xs[j]:g}: {ys[j]:.3f}')
+        ax.plot([], [], '-', color='tab:red', lw=1, label='slider')
+        ax.set_xlabel('background power α' if power else 'background threshold t', fontsize=10); ax.set_ylabel('mIoU', fontsize=10)
+        ax.tick_params(labelsize=9); ax.grid(alpha=0.3); ax.legend(fontsize=8, loc='best')
+        ax.set_title(f"{c['source']} · {c['variant']}: mIoU over {c['n']} {self.w_split.value} images", fontsize=10)
+        fig.canvas.draw()
+        rgb = np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
+        (x0, y0), (x1, y1) = ax.transAxes.transform([(0, 0), (1, 1)])
+        to_px = lambda v, tr=ax.transData: tr.transform([(v, 0)])[0, 0]
+        self._curve_base = ((id(c), power), rgb, to_px, (int(rgb.shape[0] - y1), int(rgb.shape[0] - y0), x0, x1))
+    _, rgb, to_px, (top, bottom, x0, x1) = self._curve_base
+    out, px = rgb.copy(), int(round(to_px(x)))     # the slider's line drawn into the pixels: no matplotlib per move
+    if x0 <= px < x1: out[top:bottom, max(px - 1, 0):px + 1] = (214, 39, 40)
+    self.curve_panel.set(out, 'png', f"mIoU over the split (slider {'α' if power else 't'}={x:g})")
+
+# %% ../nbs/21_cam_explorer.ipynb #91032ad7
+def parse_labels(text:str, classes)->np.ndarray: # int64 0-based class indices, sorted
+    "Class names typed by a user (comma- or space-separated, any case) as class indices, or a one-line message."
+    classes = list(classes); low = [c.lower() for c in classes]
+    text = (text or '').strip()
+    if not text: raise BadInputError(f"type the image's classes in 'labels', comma-separated (from: {', '.join(classes)})")
+    names = [t.strip() for t in (text.split(',') if ',' in text or text.lower() in low else text.split())]
+    bad = [n for n in names if n and n.lower() not in low]
+    if bad: raise BadInputError(f"unknown class {bad[0]!r} in labels: choose from {', '.join(classes)}")
+    return np.array(sorted({low.index(n.lower()) for n in names if n}), np.int64)
+
+@patch
+def load_image(self:CAMExplorer, image:np.ndarray, # H×W×3 uint8 RGB (your own photo)
+               labels, # its classes: names (str, comma-separated) or 0-based indices
+               name:str='my image'):
+    "Show an image of your own with the classes you say it holds; CAMs from the current (live) source, no GT."
+    import hashlib
+    keys = parse_labels(labels, self.classes) if isinstance(labels, str) else np.asarray(labels, np.int64)
+    image = np.asarray(image)
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8: raise BadInputError(f"{name}: need an H×W×3 uint8 RGB image, got {image.dtype} {image.shape}")
+    self._custom = dict(name=name, image=image, keys=keys, digest=hashlib.sha1(image.tobytes()).hexdigest()[:12] + name)
+    self._load()
+
+@patch
+def _on_upload(self:CAMExplorer):
+    v = self.w_upload.value
+    if not v: raise BadInputError("choose an image file with 'your image' first")
+    f = v[0]
+    keys = parse_labels(self.w_labels.value, self.classes)           # the labels are checked before the file is read
+    try: im = np.asarray(Image.open(io.BytesIO(bytes(f['content']))).convert('RGB'))
+    except Exception: raise BadInputError(f"{f['name']}: not an image file PIL can read (PNG, JPEG, ...)") from None
+    self.load_image(im, keys, f['name'])
+
+# %% ../nbs/21_cam_explorer.ipynb #12c6fc06
 @patch
 def figure(self:CAMExplorer, dpi:int=100)->Figure:
-    "A matplotlib figure of the current panels (created once, updated on each call)."
+    "A matplotlib figure of the current panels with the class legend and the CAM colour bar (created once, updated)."
     shown = [k for k, p in self.panels.items() if p.array is not None and p.widget.layout.display != 'none']
     if getattr(self, '_fig', None) is None or self._fig_keys != shown:
         self._fig = Figure(figsize=(3 * len(shown), 3), dpi=dpi, layout='constrained'); FigureCanvasAgg(self._fig)
@@ -380,9 +640,12 @@ def figure(self:CAMExplorer, dpi:int=100)->Figure:
         for ax, k in zip(self._fig.subplots(1, len(shown), squeeze=False)[0], shown):
             ax.set_axis_off()
             self._fig_ims[k] = ax.imshow(np.zeros((2, 2, 3), np.uint8))
+        if 'cam' in shown: figure_colorbar(self._fig, self._fig_ims['cam'].axes, 'jet', 0, 1, 'CAM score', location='bottom')
     for k in shown:
         a = self.panels[k].array
         rgb = colorize(a) if a.ndim == 2 else a
         im = self._fig_ims[k]; im.set_data(rgb); im.set_extent((-0.5, rgb.shape[1] - 0.5, rgb.shape[0] - 0.5, -0.5))
         im.axes.set_title(html.unescape(self.panels[k].title.value.replace('<b>', '').replace('</b>', '')), fontsize=9)
+    for lg in list(self._fig.legends): lg.remove()
+    if self.keys is not None: figure_legend(self._fig, legend_entries(self.classes, self.keys))
     return self._fig
