@@ -190,8 +190,8 @@ def _draw(self:AffinityExplorer, rows:bool=True, cams:bool=True):
         for x0, y0, x1, y1 in boxes:
             rgb = _mark(rgb, int(y0 * sy), int(x0 * sx), int(round(y1 * sy)), int(round(x1 * sx)), (255, 255, 0))
         rgb = _mark(rgb, int(r * sy), int(c * sx), int(round((r + 1) * sy)), int(round((c + 1) * sx)), (255, 0, 0), 2)
-        self.panels['image'].set(rgb, 'rgb', f'patch ({r},{c}), boxes τ={self.w_tau.value:g}')   # short titles: five panels fit a row
-        self.panels['gt'].set(self.dataset.mask(self.w_image.value), 'label', f'ground truth {self.w_image.value}')
+        self.panels['image'].set(rgb, 'rgb', f'patch ({r}, {c})')   # short titles (≤ the panel's width): five panels fit a row
+        self.panels['gt'].set(self.dataset.mask(self.w_image.value), 'label', 'ground truth')
         self.legend.set(d['keys'])
         self.rows = {k: aff[k][p].reshape(h, w).numpy() for k in ('A', 'T', 'R')}
         self.rows['caa'] = self.rows['R'] * box
