@@ -293,4 +293,5 @@ def test_affinity_and_prompt_explorers_run_all(lab):
     try: pp = _start(lab, 'dash_prompt_sharpness', runs['prompts'])
     except Exception: pa.close(); raise
     try: _check_affinity_explorer(lab, pa, runs['affinity'])
-    finally: _check_prompt_explorer(lab, pp, runs['prompts'])
+    except Exception: pp.close(); raise                     # the first failure is the one reported
+    _check_prompt_explorer(lab, pp, runs['prompts'])
