@@ -57,8 +57,9 @@ class Lab:
     def open(self, name:str, width:int=1600, height:int=1000):
         "Open notebook `name` (under `root`) in a new page, the file browser open; wait for an idle kernel."
         page = self.browser.new_page(viewport={'width': width, 'height': height})
-        page.goto(f'http://127.0.0.1:{self.port}/lab/tree/{name}?token={self.token}')
-        page.wait_for_selector('.jp-Notebook .jp-Cell .jp-InputArea-editor', timeout=60_000)
+        # ?reset: a fresh workspace, so the tabs of a notebook opened before are not restored (Run All went to one of them)
+        page.goto(f'http://127.0.0.1:{self.port}/lab/tree/{name}?reset&token={self.token}')
+        page.wait_for_selector('.jp-Notebook .jp-CodeCell .jp-InputArea-editor', timeout=60_000)   # code cells: a rendered markdown cell's editor is hidden
         # wait for the kernel: on a loaded machine a command sent before it is up can raise a "Select Kernel" dialog
         page.wait_for_function("() => /\\| Idle/.test(document.body.innerText)", timeout=120_000)
         if page.locator('.jp-Dialog').count(): page.click('.jp-Dialog .jp-mod-accept'); page.wait_for_timeout(500)
@@ -68,9 +69,16 @@ class Lab:
 
     def run_all(self, page, name:str, timeout_s:float=300):
         "Run ▸ Run All Cells; wait until the last of the notebook's code cells has run; fail on an error output."
-        n = sum(c['cell_type'] == 'code' and ''.join(c['source']).strip() != '' for c in json.loads((self.root/name).read_text())['cells'])
+        self.start_run_all(page); self.wait_run_all(page, name, timeout_s)
+
+    def start_run_all(self, page):
+        "Run ▸ Run All Cells, without waiting (two notebooks' kernels can then work at once)."
         page.click('.lm-MenuBar-itemLabel:text-is("Run")')
         page.click('.lm-Menu-itemLabel:text-is("Run All Cells")')
+
+    def wait_run_all(self, page, name:str, timeout_s:float=300):
+        "Wait until the last of the notebook's code cells has run; fail on an error output."
+        n = sum(c['cell_type'] == 'code' and ''.join(c['source']).strip() != '' for c in json.loads((self.root/name).read_text())['cells'])
         page.wait_for_function("""([n]) => [...document.querySelectorAll('.jp-CodeCell .jp-InputPrompt')].some(e => e.textContent.includes(`[${n}]`))
                                            && !/\\[\\*\\]/.test([...document.querySelectorAll('.jp-InputPrompt')].map(e => e.textContent).join(''))""",
                                arg=[n], timeout=timeout_s * 1000)
@@ -181,3 +189,110 @@ def test_cam_explorer_run_all(lab):
     except Exception:
         _failure_shot(lab, page, 'cam_explorer'); raise
     finally: page.close()
+
+def _images_loaded(page, cls:str, timeout_ms:int=60_000):
+    "Wait until every visible image of the dashboard with CSS class `cls` has loaded."
+    page.wait_for_function(f"""() => [...document.querySelectorAll('.{cls} .widget-image')]
+                                      .filter(i => i.offsetParent && !(i.src && i.naturalWidth > 0)).length === 0""", timeout=timeout_ms)
+
+def _no_overflow(page, cls:str):
+    "At 1600 px with the file browser open, no row of the dashboard is wider than its box (rows wrap instead)."
+    assert page.locator('#filebrowser').is_visible()
+    over = page.evaluate(f"""() => [...document.querySelectorAll('.{cls} .widget-box, .{cls} .widget-hbox')]
+                                  .filter(e => e.offsetParent && e.scrollWidth > e.clientWidth + 2).length""")
+    assert over == 0, f'{over} rows of {cls} overflow'
+
+def _watch_busy(page, cls:str):
+    "From now on, `window.__busySeen` turns true once the dashboard's busy line shows."
+    page.evaluate(f"""() => {{ const b = document.querySelector('.{cls} .wsss-busy'); window.__busySeen = false;
+                             new MutationObserver(() => {{ if (getComputedStyle(b).visibility === 'visible') window.__busySeen = true; }})
+                               .observe(b, {{attributes: true, attributeFilter: ['style']}}); }}""")
+
+def _start(lab, name:str, run:Path):
+    "Open example notebook `name` (smoke parameters, its run folder `run`) and start Run All; the page."
+    example_notebook(lab.root, name, run_dir=str(run), smoke=True, device='cpu')
+    page = lab.open(f'{name}.ipynb')
+    try: lab.start_run_all(page)
+    except Exception: _failure_shot(lab, page, name); page.close(); raise
+    return page
+
+def _check_affinity_explorer(lab, page, run:Path):
+    "dash_affinity: defaults (all blocks, head mean), legend, three colour bars, clicks pick the patch (ipyevents), export."
+    try:
+        lab.wait_run_all(page, 'dash_affinity.ipynb')
+        dash = page.locator('.wsss-affinity-explorer'); dash.wait_for(timeout=60_000)
+        _images_loaded(page, 'wsss-affinity-explorer')
+        # the defaults, not what the headless cells set: CLIP-ES's blocks (all 4 of the tiny CLIP's), the head mean
+        slider = lambda label: dash.locator('.widget-slider', has=page.locator('.widget-label', has_text=label)).locator('.widget-readout')
+        assert slider('blocks').inner_text().replace(' ', '') in ('0-3', '0–3'), slider('blocks').inner_text()
+        heads = dash.locator('.widget-dropdown', has=page.locator('label', has_text='heads')).locator('select')
+        assert heads.input_value() == 'mean of heads', heads.input_value()
+        # legend (class swatches with background and ignore), colour bars (affinity, CAM, diverging difference), no busy line at rest
+        legend = dash.locator('.wsss-legend')
+        assert legend.is_visible() and 'background' in legend.inner_text() and 'ignore' in legend.inner_text()
+        assert dash.locator('.wsss-colorbar').count() == 3 and dash.locator('.wsss-colorbar-diverging').is_visible()
+        assert not dash.locator('.wsss-busy').is_visible()
+        assert dash.locator('.wsss-click-note').inner_text().strip() == ''     # ipyevents is installed: no "needs ipyevents" line
+        _no_overflow(page, 'wsss-affinity-explorer')
+        lab.screenshot(dash, 'dashboard_affinity')
+        # a click on the image picks the patch under the pointer: bottom-right corner, then top-left (patch (0, 0))
+        img = dash.locator('.wsss-panel-image img'); box = img.bounding_box()
+        rc = lambda: (slider('patch row').inner_text(), slider('patch col').inner_text())
+        _watch_busy(page, 'wsss-affinity-explorer')
+        for fx, fy in ((0.97, 0.97), (0.02, 0.02)):
+            before, src = rc(), img.get_attribute('src')
+            img.click(position={'x': box['width'] * fx, 'y': box['height'] * fy})
+            page.wait_for_function("""([r, c]) => { const e = [...document.querySelectorAll('.wsss-affinity-explorer .widget-slider')]
+                                          .filter(s => /patch (row|col)/.test(s.textContent)).map(s => s.querySelector('.widget-readout').textContent.trim());
+                                        return e.length === 2 && (e[0] !== r || e[1] !== c); }""", arg=list(before), timeout=30_000)
+            page.wait_for_function("([s]) => document.querySelector('.wsss-affinity-explorer .wsss-panel-image img').src !== s", arg=[src], timeout=30_000)
+        assert rc() == ('0', '0'), rc()
+        assert page.evaluate('() => window.__busySeen'), 'the busy line never showed while a click redrew'
+        dash.locator('.wsss-export button', has_text='Export figure').click()
+        page.wait_for_function("() => document.querySelector('.wsss-affinity-explorer .wsss-export').textContent.includes('wrote')", timeout=60_000)
+        png, pdf = run/'figures'/'affinity_export.png', run/'figures'/'affinity_export.pdf'
+        assert png.read_bytes()[:8] == b'\x89PNG\r\n\x1a\n' and pdf.read_bytes()[:5] == b'%PDF-'
+        assert 'Error displaying widget' not in page.content()
+    except Exception:
+        _failure_shot(lab, page, 'affinity'); raise
+    finally: page.close()
+
+def _check_prompt_explorer(lab, page, run:Path):
+    "dash_prompt_sharpness: defaults (A, B the first two templates, no synonym), legend, colour bar, export."
+    try:
+        lab.wait_run_all(page, 'dash_prompt_sharpness.ipynb')
+        dash = page.locator('.wsss-prompt-explorer'); dash.wait_for(timeout=60_000)
+        _images_loaded(page, 'wsss-prompt-explorer')
+        # the defaults, not the headless best/worst and synonyms: A and B the first two templates, no synonym typed
+        sel = lambda label: dash.locator('.widget-dropdown', has=page.locator('label', has_text=label)).locator('select')
+        assert (sel('template A').input_value(), sel('template B').input_value()) == ('a clean origami {}.', 'a rendering of a weird {}.')
+        assert sel('class').first.input_value() == 'aeroplane'
+        assert dash.locator('.widget-text', has=page.locator('label', has_text='synonyms')).locator('input').input_value() == ''
+        legend = dash.locator('.wsss-legend')
+        assert legend.is_visible() and 'background' in legend.inner_text() and 'ignore' in legend.inner_text()
+        assert dash.locator('.wsss-colorbar').is_visible() and dash.locator('.wsss-prompt-stats').is_visible()
+        assert not dash.locator('.wsss-busy').is_visible()
+        _no_overflow(page, 'wsss-prompt-explorer')
+        lab.screenshot(dash, 'dashboard_prompts')
+        dash.locator('.wsss-export button', has_text='Export figure').click()
+        page.wait_for_function("() => document.querySelector('.wsss-prompt-explorer .wsss-export').textContent.includes('wrote')", timeout=60_000)
+        png, pdf = run/'figures'/'prompt_export.png', run/'figures'/'prompt_export.pdf'
+        assert png.read_bytes()[:8] == b'\x89PNG\r\n\x1a\n' and pdf.read_bytes()[:5] == b'%PDF-'
+        assert 'Error displaying widget' not in page.content()
+    except Exception:
+        _failure_shot(lab, page, 'prompts'); raise
+    finally: page.close()
+
+def test_affinity_and_prompt_explorers_run_all(lab):
+    "dash_affinity and dash_prompt_sharpness after Run All: defaults shown, legend and colour bars, a click on the affinity image picks the patch, export writes PNG + PDF."
+    # both notebooks run at once (two kernels): kernel start and imports overlap; then each is checked in turn. Their
+    # smoke world is made here first, so the two kernels do not both generate it into $WSSS_DATA at once
+    from wsss_lib.synthetic import teaching_world
+    teaching_world(lab.tmp/'data', n_train=8, n_val=8, seed=1)
+    runs = dict(affinity=lab.tmp/'run_affinity', prompts=lab.tmp/'run_prompts')
+    pa = _start(lab, 'dash_affinity', runs['affinity'])
+    try: pp = _start(lab, 'dash_prompt_sharpness', runs['prompts'])
+    except Exception: pa.close(); raise
+    try: _check_affinity_explorer(lab, pa, runs['affinity'])
+    except Exception: pp.close(); raise                     # the first failure is the one reported
+    _check_prompt_explorer(lab, pp, runs['prompts'])

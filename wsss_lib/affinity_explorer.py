@@ -4,12 +4,13 @@
 
 # %% ../nbs/23_affinity_explorer.ipynb #da4b9237
 from __future__ import annotations
-import html
+import html, textwrap
 import numpy as np
 import torch
 import torch.nn.functional as F
 import ipywidgets as widgets
-from ipyevents import Event
+try: from ipyevents import Event   # clicks on the image pick the patch; without it the sliders do (and the UI says so)
+except ImportError: Event = None
 from matplotlib.figure import Figure
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from fastcore.basics import patch
@@ -17,13 +18,14 @@ from .core import BadInputError
 from .data import SegDataset
 from .cam import as_cam_source
 from .affinity import CAA_DEFAULTS, sinkhorn_normalize, box_mask, caa_refine, dense_affinity_matrix, random_walk, rw_seeds
-from .dashboards import LRUCache, Panel, Guard, _Dashboard, overlay, heatmap, _up, _norm01, _mark
+from .dashboards import (LRUCache, Panel, Guard, _Dashboard, overlay, colorize, _up, _norm01, _mark, ClassLegend,
+                                 ColorBar, diverging_map, figure_colorbar, figure_legend, legend_entries, wrap, advanced, ExportControl)
 
 # %% auto #0
 __all__ = ['AffinityExplorer']
 
 # %% ../nbs/23_affinity_explorer.ipynb #ac3478d6
-_AX_PANELS = [('image', 'image · patch · boxes'), ('attn', 'attention row'), ('sinkhorn', 'after Sinkhorn'), ('R', 'R = sym(T)²'),
+_AX_PANELS = [('image', 'image · patch · boxes'), ('gt', 'ground truth'), ('attn', 'attention row'), ('sinkhorn', 'after Sinkhorn'), ('R', 'R = sym(T)²'),
               ('caa', 'R ∘ box mask'), ('psa_w', 'PSA affinity W'), ('psa_rw', 'PSA random walk'), ('initial', 'initial CAM'),
               ('refined', 'refined CAM (CAA)'), ('diff', 'refined − initial'), ('psa_cam', 'PSA walk CAM')]
 
@@ -35,7 +37,8 @@ class AffinityExplorer(_Dashboard):
                  psa_beta:float=8, psa_logt:int=8, # PSA walk: T = W^β/colsum, t = 2^logt steps (PSA 8/8)
                  image_id:str|None=None,
                  cache_size:int=2, # images kept (per-head attention of every block is large)
-                 panel_width:int=200,
+                 panel_width:int=176, # px per image panel (a row of five and its colour bars fits 1600 px with the file browser open)
+                 export_path:str='figures/affinity_explorer', # where 'Export figure' writes (NAME.png / NAME.pdf)
                  caa:dict|None=None, # initial CAA settings (tau, n_layers, n_squarings, border_quirk); default: the source's, else CLIP-ES's
                 ):
         self.dataset, self.source, self.psa = dataset, as_cam_source(source), psa
@@ -50,20 +53,27 @@ class AffinityExplorer(_Dashboard):
         self.data = self.cache.get(first, lambda: self._heavy(first))   # the attention's shape sizes the sliders
         self.n_layers, self.n_heads = self.data['attn'].shape[:2]
         self.panels = {k: Panel(t, panel_width, k) for k, t in _AX_PANELS}
+        self.legend = ClassLegend(self.classes, [])
+        self.marks = widgets.HTML('<span style="font-size:13px"><span style="color:#c8b400">■</span> yellow: the class\'s CAA boxes · '
+                                  '<span style="color:#e00000">■</span> red: the chosen patch</span>')
+        self.bars = dict(row=ColorBar('affinity row (÷ its max)', 'viridis', width=panel_width), cam=ColorBar('CAM', 'jet', width=panel_width),
+                         diff=ColorBar('refined − initial (red: gained)', 'RdBu_r', hi=1, diverging=True, width=panel_width))
+        self.export_control = ExportControl(self.figure, str(export_path), self.guard)
         self._widgets(first)
         self._guarded(self._load)
 
     @property
     def widget(self)->widgets.Widget:
         if getattr(self, '_widget', None) is None:
-            p = self.panels
+            p, b = self.panels, self.bars
             self._widget = widgets.VBox([
-                widgets.HBox([self.w_image, self.w_class, self.w_head]),
-                widgets.HBox([self.w_row, self.w_col, self.w_layers]),
-                widgets.HBox([self.w_squarings, self.w_tau]), self.guard.widget,
-                widgets.HBox([p[k].widget for k in ('image', 'attn', 'sinkhorn', 'R', 'caa')]),
-                widgets.HBox([p[k].widget for k in ('psa_w', 'psa_rw', 'psa_cam')]),
-                widgets.HBox([p[k].widget for k in ('initial', 'refined', 'diff')])])
+                wrap(self.w_image, self.w_class, self.w_head, self.w_row, self.w_col, self.w_layers, self.w_tau),
+                advanced(self.w_squarings), self.click_note, self.guard.bar, wrap(self.legend.widget, self.marks),
+                wrap(*[p[k].widget for k in ('image', 'gt', 'initial', 'refined', 'diff')], widgets.VBox([b['cam'].widget, b['diff'].widget])),
+                wrap(*[p[k].widget for k in ('attn', 'sinkhorn', 'R', 'caa')], b['row'].widget),
+                wrap(*[p[k].widget for k in ('psa_w', 'psa_rw', 'psa_cam')]),
+                self.export_control.widget])
+            self._widget.add_class('wsss-affinity-explorer')
         return self._widget
 
 
@@ -86,8 +96,14 @@ def _widgets(self:AffinityExplorer, first:str):
     for w in (self.w_row, self.w_col): w.observe(lambda ch: self._guarded(self._draw, rows=True, cams=False) if not self._muted else None, 'value')
     for w in (self.w_layers, self.w_head, self.w_squarings, self.w_tau):
         w.observe(lambda ch: self._guarded(self._draw, rows=True, cams=True) if not self._muted else None, 'value')
-    self._click = Event(source=self.panels['image'].image, watched_events=['click'])
-    self._click.on_dom_event(self.on_click)
+    self.click_note = widgets.HTML(''); self.click_note.add_class('wsss-click-note')
+    if Event is None:
+        self._click = None
+        self.click_note.value = ('<span style="color:#8a5a00">Clicking the image needs <code>ipyevents</code> '
+                                 '(<code>pip install "ipyevents>=2"</code>, then reload the page); the patch sliders work without it.</span>')
+    else:
+        self._click = Event(source=self.panels['image'].image, watched_events=['click'])
+        self._click.on_dom_event(self.on_click)
 
 # %% ../nbs/23_affinity_explorer.ipynb #0ade7c2c
 @patch
@@ -174,7 +190,9 @@ def _draw(self:AffinityExplorer, rows:bool=True, cams:bool=True):
         for x0, y0, x1, y1 in boxes:
             rgb = _mark(rgb, int(y0 * sy), int(x0 * sx), int(round(y1 * sy)), int(round(x1 * sx)), (255, 255, 0))
         rgb = _mark(rgb, int(r * sy), int(c * sx), int(round((r + 1) * sy)), int(round((c + 1) * sx)), (255, 0, 0), 2)
-        self.panels['image'].set(rgb, 'rgb', f'{self.w_image.value} · patch ({r},{c}) · boxes τ={self.w_tau.value:g}')
+        self.panels['image'].set(rgb, 'rgb', f'patch ({r}, {c})')   # short titles (≤ the panel's width): five panels fit a row
+        self.panels['gt'].set(self.dataset.mask(self.w_image.value), 'label', 'ground truth')
+        self.legend.set(d['keys'])
         self.rows = {k: aff[k][p].reshape(h, w).numpy() for k in ('A', 'T', 'R')}
         self.rows['caa'] = self.rows['R'] * box
         for key, k in (('attn', 'A'), ('sinkhorn', 'T'), ('R', 'R'), ('caa', 'caa')):
@@ -187,8 +205,10 @@ def _draw(self:AffinityExplorer, rows:bool=True, cams:bool=True):
         self.refined = dict(patch=ref.numpy(), initial=init_hr, refined=ref_hr)
         self.panels['initial'].set(overlay(image, init_hr), 'rgb', f'initial CAM: {self.classes[self.w_class.value]}')
         self.panels['refined'].set(overlay(image, ref_hr), 'rgb', 'refined CAM (CAA)')
-        diff = ref_hr - init_hr
-        self.panels['diff'].set(heatmap(0.5 + diff / 2, 'RdBu_r'), 'rgb', 'refined − initial (red: gained)')
+        rgb, v = diverging_map(ref_hr - init_hr)
+        self.diff_vmax = v
+        self.panels['diff'].set(rgb, 'rgb', 'refined − initial')
+        self.bars['diff'].set(hi=v)
         if self.psa is not None: self._draw_psa_cam(image)
     for k in ('psa_w', 'psa_rw', 'psa_cam'): self.panels[k].hide(self.psa is None)
 
@@ -250,17 +270,26 @@ def on_click(self:AffinityExplorer, event:dict):
     finally: self._muted = False
     self._guarded(self._draw, rows=True, cams=False)
 
+_ROW_KEYS, _CAM_KEYS = ('attn', 'sinkhorn', 'R', 'caa', 'psa_w', 'psa_rw'), ('initial', 'refined', 'psa_cam')
+
 @patch
-def figure(self:AffinityExplorer, keys=('image', 'attn', 'sinkhorn', 'R', 'caa', 'initial', 'refined', 'diff'))->Figure:
-    "A matplotlib figure of the chosen panels (created once, updated on each call)."
-    keys = [k for k in keys if self.panels[k].array is not None]
-    if getattr(self, '_fig', None) is None or self._fig_keys != keys:
-        self._fig = Figure(figsize=(2.6 * len(keys), 2.6), dpi=100, layout='constrained'); FigureCanvasAgg(self._fig)
-        self._fig_keys = keys
-        self._fig_ims = {k: ax.imshow(np.zeros((2, 2, 3), np.uint8)) for k, ax in zip(keys, self._fig.subplots(1, len(keys), squeeze=False)[0])}
-        for ax in self._fig.axes: ax.set_axis_off()
-    for k in keys:
-        a = self.panels[k].array; im = self._fig_ims[k]
-        im.set_data(a); im.set_extent((-0.5, a.shape[1] - 0.5, a.shape[0] - 0.5, -0.5))
-        im.axes.set_title(html.unescape(self.panels[k].title.value.replace('<b>', '').replace('</b>', '')), fontsize=8)
-    return self._fig
+def figure(self:AffinityExplorer, keys=('image', 'gt', 'attn', 'sinkhorn', 'R', 'caa', 'initial', 'refined', 'diff'))->Figure:
+    "A matplotlib figure of the chosen panels — affinity rows above, CAMs below — with their colour bars and the class legend."
+    keys = [k for k in keys if self.panels[k].array is not None and self.panels[k].widget.layout.display != 'none']
+    top = [k for k in keys if k not in _CAM_KEYS + ('diff',)]; bottom = [k for k in keys if k in _CAM_KEYS + ('diff',)]
+    rows = [r for r in (top, bottom) if r]; nc = max(len(r) for r in rows)
+    fig = Figure(figsize=(2.4 * nc + 1.2, 2.5 * len(rows) + 0.5), dpi=100, layout='constrained'); FigureCanvasAgg(fig)
+    subs = fig.subfigures(len(rows), 1, squeeze=False)[:, 0]   # one per row: a row's colour bars do not squeeze the other
+    ax_of = {}
+    for sub, row in zip(subs, rows):
+        axes = sub.subplots(1, nc, squeeze=False)[0]
+        for ax in axes: ax.set_axis_off()
+        for ax, k in zip(axes, row):
+            ax.imshow(self.panels[k].array if k != 'gt' else colorize(self.panels[k].array)); ax_of[k] = (sub, ax)
+            ax.set_title(textwrap.fill(html.unescape(self.panels[k].title.value.replace('<b>', '').replace('</b>', '')), 30), fontsize=10)
+    for kinds, cmap, lo, hi, label in ((_ROW_KEYS, 'viridis', 0, 1, 'affinity (÷ row max)'), (_CAM_KEYS, 'jet', 0, 1, 'CAM'),
+                                       (('diff',), 'RdBu_r', -getattr(self, 'diff_vmax', 1.), getattr(self, 'diff_vmax', 1.), 'refined − initial')):
+        on = [ax_of[k] for k in kinds if k in ax_of]
+        if on: figure_colorbar(on[0][0], [ax for _, ax in on], cmap, lo, hi, label)
+    if 'gt' in keys: figure_legend(fig, legend_entries(self.classes, self.data['keys']))
+    return fig

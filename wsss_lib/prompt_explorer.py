@@ -4,6 +4,7 @@
 
 # %% ../nbs/22_prompt_explorer.ipynb #da4b9237
 from __future__ import annotations
+import html
 import numpy as np
 import torch
 import ipywidgets as widgets
@@ -14,7 +15,8 @@ from .data import SegDataset
 from .cam import create_cam_source
 from .clip import (dataset_texts, fuse_synonyms, prompts, prompt_sharpness, zero_shot_scores, clip_image_features,
                            CLIP_ES_TEMPLATE, CLIP_ES_ALT_TEMPLATE)
-from .dashboards import LRUCache, Panel, Guard, _Dashboard, overlay, _fig_png
+from .dashboards import (LRUCache, Panel, Guard, _Dashboard, overlay, colorize, _fig_png, ClassLegend, ColorBar,
+                                 figure_colorbar, figure_legend, legend_entries, wrap, ExportControl)
 
 # %% auto #0
 __all__ = ['PromptExplorer']
@@ -30,7 +32,8 @@ class PromptExplorer(_Dashboard):
                  n_images:int=32, # images embedded for the statistics
                  min_targets:int=2, # images with fewer classes are left out of the sharpness
                  cam_kwargs:dict|None=None, # extra ClipES options for the CAM panels
-                 panel_width:int=240,
+                 panel_width:int=220, # px per image panel (four panels and the colour bar fit one row at 1600 px with the file browser open)
+                 export_path:str='figures/prompt_explorer', # where 'Export figure' writes (NAME.png / NAME.pdf)
                 ):
         self.clip, self.dataset, self.min_targets = clip, dataset, min_targets
         self.classes = list(dataset.classes)
@@ -61,8 +64,11 @@ class PromptExplorer(_Dashboard):
         self.w_syn = widgets.Text(description='synonyms', placeholder='comma-separated words', continuous_update=False)
         self.w_image = widgets.Dropdown(options=self.ids, value=self.ids[0], description='image')
         self.w_cam_class = widgets.Dropdown(options=[], description='CAM class')
-        self.w_stats = widgets.Image(format='png', layout=widgets.Layout(width='900px', height='auto'))
-        self.panels = {k: Panel(t, panel_width, k) for k, t in (('image', 'image'), ('a', 'CAM under A'), ('b', 'CAM under B'))}
+        self.w_stats = widgets.Image(format='png', layout=widgets.Layout(width='100%', max_width='1100px', height='auto'))
+        self.w_stats.add_class('wsss-prompt-stats')
+        self.panels = {k: Panel(t, panel_width, k) for k, t in (('image', 'image'), ('gt', 'ground truth'), ('a', 'CAM under A'), ('b', 'CAM under B'))}
+        self.legend, self.bar = ClassLegend(self.classes, []), ColorBar('CAM', 'jet', width=150)
+        self.export_control = ExportControl(self.figure, str(export_path), self.guard)
         self.w_apply.on_click(lambda b: self._guarded(self._apply_templates))
         for w in (self.w_a, self.w_b): w.observe(lambda ch: self._changed(ch, cams=True), 'value')
         self.w_syn_class.observe(self._show_syn, 'value')
@@ -75,10 +81,11 @@ class PromptExplorer(_Dashboard):
     @property
     def widget(self)->widgets.Widget:
         if getattr(self, '_widget', None) is None:
-            self._widget = widgets.VBox([widgets.HBox([self.w_templates, widgets.VBox([self.w_apply, self.w_a, self.w_b])]),
-                                         widgets.HBox([self.w_syn_class, self.w_syn]),
-                                         widgets.HBox([self.w_image, self.w_cam_class]), self.guard.widget, self.w_stats,
-                                         widgets.HBox([p.widget for p in self.panels.values()])])
+            self._widget = widgets.VBox([wrap(self.w_templates, widgets.VBox([self.w_apply, self.w_a, self.w_b])),
+                                         wrap(self.w_syn_class, self.w_syn, self.w_image, self.w_cam_class), self.guard.bar, self.w_stats,
+                                         self.legend.widget, wrap(*[p.widget for p in self.panels.values()], self.bar.widget),
+                                         self.export_control.widget])
+            self._widget.add_class('wsss-prompt-explorer')
         return self._widget
 
 
@@ -114,6 +121,14 @@ class PromptExplorer(_Dashboard):
             base = self.base_names[c].split(',')[0]
             self.names[c] = fuse_synonyms(base, [w.strip() for w in self.w_syn.value.split(',') if w.strip()])
         self._guarded(self.update, stats=stats, cams=cams)
+        if syn and self.guard.error is None and (unk := self.unknown_words(self.w_syn.value)):
+            self.guard.info(f"not in this CLIP's vocabulary (each read as one 'unknown' token): {', '.join(unk)}")
+
+    def unknown_words(self, text:str)->list:
+        "Words of `text` the CLIP's tokenizer reads as unknown (a compact vocabulary, as the shipped tiny CLIP's); [] for CLIP's full BPE."
+        tok = self.clip.tokenizer
+        if not hasattr(tok, 'UNK') or not hasattr(tok, 'encode'): return []
+        return [w for w in (w.strip() for w in text.replace(',', ' ').split()) if w and tok.UNK in tok.encode(w)]
 
     # ---- heavy steps (cached) -------------------------------------------------------------------------------------
     @property
@@ -160,16 +175,23 @@ class PromptExplorer(_Dashboard):
             try: self.sharpness[t] = prompt_sharpness(self.scores(t), self.labels, self.min_targets)
             except BadInputError: self.sharpness[t] = float('nan')
         if getattr(self, '_fig', None) is None:
-            self._fig = Figure(figsize=(12, 3.2), dpi=80, layout='constrained'); FigureCanvasAgg(self._fig)
+            self._fig = Figure(figsize=(11, 3.8), dpi=100, layout='constrained'); FigureCanvasAgg(self._fig)
             self._axes = self._fig.subplots(1, 3)
-        ax0, ax1, ax2 = self._axes
-        for ax in self._axes: ax.clear()
+        self._plot_stats(self._axes)
+        self.w_stats.value = _fig_png(self._fig)
+
+    def _plot_stats(self, axes):
+        "The three charts (sharpness per template with values, one class's score histogram, one image's scores) on `axes`."
+        ax0, ax1, ax2 = axes
+        for ax in axes: ax.clear(); ax.tick_params(labelsize=10)
         ts = list(self.sharpness)
         vals = [self.sharpness[t] for t in ts]
         cols = ['tab:blue' if t == self.w_a.value else 'tab:orange' if t == self.w_b.value else 'tab:gray' for t in ts]
-        ax0.barh(range(len(ts)), np.nan_to_num(vals), color=cols)
-        ax0.set_yticks(range(len(ts)), [t if len(t) < 32 else t[:30] + '…' for t in ts], fontsize=8); ax0.invert_yaxis()
-        ax0.set_title('sharpness (var/mean, lower = better)' + ('' if np.isfinite(vals).all() else f'\n(undefined: no image with ≥{self.min_targets} classes)'), fontsize=9)
+        bars = ax0.barh(range(len(ts)), np.nan_to_num(vals), color=cols)
+        ax0.bar_label(bars, labels=[f'{v:.3f}' if np.isfinite(v) else 'n/a' for v in vals], padding=3, fontsize=10)
+        ax0.set_yticks(range(len(ts)), [t if len(t) < 28 else t[:26] + '…' for t in ts], fontsize=10); ax0.invert_yaxis()
+        ax0.set_xlim(0, 1.25 * max([v for v in vals if np.isfinite(v)], default=1))
+        ax0.set_title('sharpness (var/mean, lower = better)' + ('' if np.isfinite(vals).all() else f'\n(undefined: no image with ≥{self.min_targets} classes)'), fontsize=11)
         c = self.w_syn_class.value
         sa, sb = self.scores(self.w_a.value), self.scores(self.w_b.value)
         has = self.labels[:, c] > 0
@@ -177,18 +199,20 @@ class PromptExplorer(_Dashboard):
         for s, name, col in ((sa, 'A', 'tab:blue'), (sb, 'B', 'tab:orange')):
             if has.any(): ax1.hist(s[has, c], bins=bins, alpha=0.5, color=col, label=f'{name}: with {self.classes[c]}')
             if (~has).any(): ax1.hist(s[~has, c], bins=bins, alpha=0.5, color=col, histtype='step', lw=2, label=f'{name}: without')
-        ax1.set_title(f'softmax score of "{self.names[c]}" over {len(self.ids)} images', fontsize=9); ax1.legend(fontsize=7)
+        ax1.set_title(f'score of "{self.names[c]}" ({len(self.ids)} images)', fontsize=11); ax1.legend(fontsize=10)
+        ax1.set_xlabel('softmax score', fontsize=10); ax1.set_ylabel('images', fontsize=10)
         i = self.ids.index(self.w_image.value)
         x = np.arange(len(self.classes))
         ax2.bar(x - 0.2, sa[i], 0.4, color='tab:blue', label='A'); ax2.bar(x + 0.2, sb[i], 0.4, color='tab:orange', label='B')
-        ax2.set_xticks(x, [('*' if self.labels[i, k] else '') + n for k, n in enumerate(self.classes)], rotation=45, fontsize=7, ha='right')
-        ax2.set_title(f'image {self.ids[i]}: scores (* = present)', fontsize=9); ax2.legend(fontsize=7)
-        self.w_stats.value = _fig_png(self._fig)
+        ax2.set_xticks(x, [('*' if self.labels[i, k] else '') + n for k, n in enumerate(self.classes)], rotation=45, fontsize=10, ha='right')
+        ax2.set_title(f'scores of {self.ids[i]} (* = present)', fontsize=11); ax2.legend(fontsize=10)
 
     def _draw_cams(self):
         iid = self.w_image.value
         image = self.dataset.image(iid)
         self.panels['image'].set(image, 'rgb', f'image {iid}')
+        self.panels['gt'].set(self.dataset.mask(iid), 'label', 'ground truth')
+        self.legend.set(self.dataset.keys(iid))
         k = self.w_cam_class.value
         if k is None: raise BadInputError(f"image {iid} has no foreground class: no CAM to show")
         self.cams_ab = {}
@@ -199,5 +223,16 @@ class PromptExplorer(_Dashboard):
             self.panels[p].set(overlay(image, cam), 'rgb', f'{self.classes[k]} | {t}')
 
     def figure(self)->Figure:
-        "The statistics figure (created once, redrawn on each change)."
-        return self._fig
+        "A figure of the current state: the three charts above the image, its ground truth (legend) and both CAMs (colour bar)."
+        fig = Figure(figsize=(11, 7), dpi=100, layout='constrained'); FigureCanvasAgg(fig)
+        top, bottom = fig.subfigures(2, 1, height_ratios=(1, 1.05))
+        self._plot_stats(top.subplots(1, 3))
+        axes = bottom.subplots(1, 4)
+        for ax, k in zip(axes, ('image', 'gt', 'a', 'b')):
+            a = self.panels[k].array; ax.set_axis_off()
+            if a is None: continue
+            ax.imshow(colorize(a) if k == 'gt' else a)
+            ax.set_title(html.unescape(self.panels[k].title.value.replace('<b>', '').replace('</b>', '')), fontsize=10)
+        figure_colorbar(bottom, list(axes[2:]), 'jet', 0, 1, 'CAM')
+        figure_legend(bottom, legend_entries(self.classes, self.dataset.keys(self.w_image.value)))
+        return fig
