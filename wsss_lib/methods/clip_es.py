@@ -23,7 +23,7 @@ __all__ = ['GRADCAM_SCORES', 'GRADCAM_STRATEGIES', 'clip_es_input', 'frozen_forw
            'gradcam_raw', 'gradcam_maps', 'softmax_gradcam', 'softmax_gradcam_loop', 'ClipES', 'clip_es_pseudo_mask',
            'confidence_guided_loss']
 
-# %% ../../nbs/10_clip_es.ipynb #902ba3cd
+# %% ../../nbs/10_clip_es.ipynb #fe5dbbce
 def clip_es_input(clip:Clip, image:np.ndarray, # H×W×3 uint8 RGB
                   scale:float=1.0, # input scale (CLIP-ES: 1.0)
                  )->torch.Tensor: # [1,3,h,w], h and w multiples of the patch size
@@ -63,7 +63,7 @@ def frozen_forward(clip:Clip, x:torch.Tensor, # [1,3,h,w]
         maps.append(w)
     return (t if tr.batch_first else t.transpose(0, 1)), maps
 
-# %% ../../nbs/10_clip_es.ipynb #b1d57811
+# %% ../../nbs/10_clip_es.ipynb #17ba0791
 def _block_rest(blk:nn.Module, x:torch.Tensor, A:torch.Tensor)->torch.Tensor:
     "open_clip ResidualAttentionBlock.forward given A = ln_1(x) (batch-first)."
     y = x + blk.ls_1(blk.attn(A, A, A, need_weights=False)[0])
@@ -270,7 +270,7 @@ def softmax_gradcam_loop(clip:Clip, tokens:torch.Tensor, text:torch.Tensor, n_cl
     finally: h.remove()
     return dict(cams=torch.cat(cams), scores=s[0].detach().float())
 
-# %% ../../nbs/10_clip_es.ipynb #b3f0c7f6
+# %% ../../nbs/10_clip_es.ipynb #91032ad7
 @register_cam_source('clip_es')
 class ClipES(CAMSource):
     "CLIP-ES CAMs (Softmax-GradCAM + CAA) for images with known present classes; CAM source \"clip_es\"."
@@ -320,7 +320,7 @@ class ClipES(CAMSource):
 
     def input(self, image:np.ndarray, scale:float=1.0)->torch.Tensor: return clip_es_input(self.clip, image, scale)
 
-# %% ../../nbs/10_clip_es.ipynb #472b07b9
+# %% ../../nbs/10_clip_es.ipynb #12c6fc06
 @patch
 def text_and_targets(self:ClipES, keys, # int[K] present classes (already checked)
                      text_set:str|None=None, background:bool=True, # None = the object's text set; background: append its texts
@@ -399,7 +399,7 @@ def attention(self:ClipES, image:np.ndarray)->dict: # attn: [L, heads, n, n] flo
         vit_blocks(self.clip.visual, vit_embed(self.clip.visual, x, round_fp16=self.pos_embed_fp16))
     return dict(attn=torch.stack([a[0, :, 1:, 1:] for a in att.per_head]).to(torch.float16).cpu(), grid=grid)
 
-# %% ../../nbs/10_clip_es.ipynb #4d134bc0
+# %% ../../nbs/10_clip_es.ipynb #f6e1126c
 def clip_es_pseudo_mask(image:np.ndarray, # H×W×3 uint8 RGB
                         cams:np.ndarray, # K×H×W refined CAMs
                         keys, # int[K]
