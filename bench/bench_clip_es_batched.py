@@ -1,8 +1,8 @@
-"""CLIP-ES Softmax-GradCAM with ONE backward pass for all K classes of an image — 'vmap' (default: one last-block
-forward, one vectorised backward via is_grads_batched) and 'copies' (last block on K copies, one backward) — against
-the official per-class loop (one last-block forward + backward per class), on the same randomly initialised
-ViT-B/16-size CLIP (open_clip `ViT-B-16` config, no download) at 448×448, K = 1, 3, 5 present classes, M = 25
-background texts (VOC). Both also checked to agree to 1e-5.
+"""CLIP-ES Softmax-GradCAM with ONE backward pass for all K classes of an image — 'batched' (the default since issue 18:
+one last-block forward, a hand-written backward with the K cotangents as a batch; the column named "vmap" below) and
+'copies' (last block on K copies, one backward) — against the official per-class loop (one last-block forward +
+backward per class), on the same randomly initialised ViT-B/16-size CLIP (open_clip `ViT-B-16` config, no download)
+at 448×448, K = 1, 3, 5 present classes, M = 25 background texts (VOC). Both also checked to agree to 1e-5.
 
     .venv/bin/python bench/bench_clip_es_batched.py [--repeats 3] [--size 448] [--device cpu] [--threads N]
 
@@ -56,7 +56,7 @@ def main():
         print(f"K={K} done", flush=True)
     print()
     print("Softmax-GradCAM step (s); per image = + frozen blocks; ratio = loop / method (> 1: faster than the official loop)")
-    print("| K | loop (official) | vmap (default) | ratio | copies | ratio | loop s/image | vmap s/image | ratio/image | max |diff| |")
+    print("| K | loop (official) | batched (default) | ratio | copies | ratio | loop s/image | vmap s/image | ratio/image | max |diff| |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for K, tl, tb, tc, err in rows:
         print(f"| {K} | {tl:.3f} | {tb:.3f} | {tl / tb:.2f} | {tc:.3f} | {tl / tc:.2f} | {t_frozen + tl:.3f} | {t_frozen + tb:.3f} "

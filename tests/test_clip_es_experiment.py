@@ -75,3 +75,33 @@ def test_clip_es_experiment_voc_folder(tmp_path):
     _run(tmp_path/'out.ipynb', run_dir=str(run_dir), dataset='folder', data_root=str(root), split=split, limit=2,
          random_if_missing=True, cache_dir=str(tmp_path/'no_weights'))
     _check_outputs(run_dir, 2)
+
+
+def test_clip_es_experiment_killed_mid_pipeline_resumes(tmp_path):
+    "SIGKILL `wsss run clip_es` once its first CAM file exists (the CRF pool busy beside the network), rerun the same"
+    "command: every image gets its CAM files and both masks, the masks_crf argmax agrees with masks wherever kept."
+    import signal, subprocess, sys, time
+    from wsss_lib.data import read_mask
+    runs = tmp_path/'runs'
+    env = dict(os.environ, WSSS_RUNS=str(runs), WSSS_EXPERIMENTS=str(REPO/'nbs'/'experiments'), WSSS_DEVICE='cpu')
+    cmd = [sys.executable, '-m', 'wsss_lib.cli', 'run', 'clip_es', '--preset', 'smoke', '-p', 'n_jobs', '2',
+           '--run-id', 'killed', '--no-progress']
+    d = runs/'clip_es'/'killed'
+    p = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd='/')
+    t0 = time.time()
+    while not list((d/'cams').glob('*.npy')) if (d/'cams').exists() else True:
+        assert p.poll() is None and time.time() - t0 < 300, 'the run ended before its first CAM file'
+        time.sleep(0.02)
+    assert p.poll() is None, 'the run finished before it could be killed'
+    p.send_signal(signal.SIGKILL); p.wait(30); time.sleep(1)
+    assert not (d/'metrics.json').exists()
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd='/', timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert '=== attempt 2' in (d/'log.txt').read_text()
+    assert json.loads((d/'status.json').read_text())['status'] == 'finished' and not list(d.rglob('*.tmp*'))
+    ids = sorted(f.stem for f in (d/'cams').glob('*.npy'))
+    assert len(ids) == 3
+    for i in ids:
+        assert (d/'cams_initial'/f'{i}.npy').exists()
+        m, mc = read_mask(d/'masks'/f'{i}.png'), read_mask(d/'masks_crf'/f'{i}.png')
+        assert ((m == mc) | (m == 255)).all()

@@ -497,6 +497,7 @@ def write_cams(source, # a CAMSource (or anything with `.cams`)
                overwrite:bool=False, # recompute images whose files exist
                prefetch:int=2, # images read ahead
                desc:str|None=None, # progress-bar label
+               on_cams=None, # on_cams(image_id, image, keys, maps) after each computed image; maps = {variant: array as written (dtype)}
                **opts, # per-call options of the source (`compute(..., **opts)`)
               )->dict: # written, skipped (counts), seconds, seconds_per_image
     "Write the CAMs of a split as CAM files, atomically and resumably, reading and writing beside the computation."
@@ -514,6 +515,7 @@ def write_cams(source, # a CAMSource (or anything with `.cams`)
             try: r = source.compute(image, keys, iid, **opts)
             except Exception as e: e.add_note(f"while computing the CAMs of image {iid!r}"); raise
             writes.append(writer.submit(_save_cams, targets, iid, r, format, dtype, variants))
+            if on_cams is not None: on_cams(iid, image, keys, {v: np.asarray(r[v], dtype) for v in variants if v in r})
             while writes and writes[0].done(): writes.popleft().result()
         for w in writes: w.result()
     dt = time.perf_counter() - t0

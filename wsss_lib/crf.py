@@ -10,14 +10,15 @@ from pathlib import Path
 import numpy as np
 import pydensecrf.densecrf as dcrf
 from pydensecrf.utils import unary_from_softmax, unary_from_labels
-from .core import BadInputError, MissingFileError, save_npy, save_json, parallel_map, check_image
+from fastcore.basics import patch
+from .core import BadInputError, MissingFileError, save_npy, save_json, parallel_map, check_image, progress
 from .data import save_mask
 from .camfiles import load_cam_file, check_cam_values
 
 # %% auto #0
 __all__ = ['CRF_PRESETS', 'DEEPLAB_MEAN_BGR', 'CRF_COLOURS', 'CRF_SETTINGS_FILE', 'crf_params', 'crf_image', 'dense_crf',
            'crf_from_labels', 'make_ir_label', 'cams_with_background', 'make_pseudo_mask', 'crf_scores',
-           'make_pseudo_masks']
+           'make_pseudo_masks', 'MaskPool']
 
 # %% ../nbs/04_crf.ipynb #ac3478d6
 _CRF_KEYS = ('n_iter', 'gauss_sxy', 'gauss_compat', 'bi_sxy', 'bi_srgb', 'bi_compat', 'clip')
@@ -349,3 +350,142 @@ def make_pseudo_masks(dataset, # object with .ids, .image(id) -> H×W×3 uint8, 
         raise
     return dict(written=todo, skipped=[i for i in ids if i not in set(todo)],
                 ignore_fraction=float(np.mean(ign)) if ign else None)
+
+# %% ../nbs/04_crf.ipynb #92cfceb3
+def _masks_from_cams(job:dict, iid:str, image:np.ndarray, cams:np.ndarray, keys)->float:
+    "One image's pseudo mask (and marginals, and the unfiltered argmax) from CAMs in memory; returns the ignored fraction."
+    keys = np.asarray(keys)
+    mask, Q = make_pseudo_mask(image, cams, keys, return_probs=True, dtype=job['dtype'], **job['mask_kwargs'])
+    if job['scores_dir'] is not None:
+        save_npy(Path(job['scores_dir'])/f'{iid}.npy', {0: Q[0], **{int(k) + 1: Q[i + 1] for i, k in enumerate(keys.astype(np.int64))}})
+    if job['unfiltered_dir'] is not None:
+        save_mask(Path(job['unfiltered_dir'])/f'{iid}.png', np.concatenate([[0], keys.astype(np.int64) + 1]).astype(np.uint8)[Q.argmax(0)])
+    if job['out_dir'] is not None: save_mask(Path(job['out_dir'])/f'{iid}.png', mask)   # last: an existing PNG means finished
+    return float((mask == 255).mean())
+
+def _pool_do(job, item)->tuple:
+    iid = item[0]
+    try: return iid, _masks_from_cams(job, *item), None
+    except Exception as e: return iid, None, f"{type(e).__name__}: {e}"
+
+def _pool_worker(job:dict, tasks, results):
+    for item in iter(tasks.get, None): results.put(_pool_do(job, item))
+
+class MaskPool:
+    "CRF pseudo masks made by worker processes from CAMs handed over in memory, while the caller keeps computing."
+    def __init__(self, out_dir:str|Path|None, # where `<id>.png` masks go
+                 n_jobs:int|None=None, # worker processes; None = one per core but one (the caller's), at least 1
+                 scores_dir:str|Path|None=None, # also save the CRF marginals as {0: bg, key+1: Q} dicts
+                 unfiltered_dir:str|Path|None=None, # also write the argmax without the confidence filter (same CRF)
+                 overwrite:bool=False, # redo images whose PNG exists
+                 dtype:str='float32', # arithmetic of make_pseudo_mask ('float16': CLIP-ES on its float16 files)
+                 desc:str='pseudo masks', # progress-bar label
+                 on_change:str='error', # a folder holds masks of other settings: 'error' stops, 'redo' deletes and redoes them (as make_pseudo_masks)
+                 **mask_kwargs, # passed to make_pseudo_mask (bg_power, conf_threshold, preset, colour, ...)
+                ):
+        if out_dir is None and scores_dir is None: raise BadInputError("MaskPool: give out_dir, scores_dir or both")
+        bad = set(mask_kwargs) & {'return_probs', 'image', 'cams', 'keys', 'dtype'}
+        if bad: raise BadInputError(f"MaskPool: {sorted(bad)} cannot be passed through")
+        if dtype not in ('float32', 'float16'): raise BadInputError(f"dtype={dtype!r}: use 'float32' or 'float16'")
+        crf_params(mask_kwargs.get('preset', 'deeplab'), mask_kwargs.get('n_iter'),
+                   **{k: v for k, v in mask_kwargs.items() if k in _CRF_KEYS and k != 'n_iter'})
+        if on_change not in ('error', 'redo'): raise BadInputError(f"on_change={on_change!r}: use 'error' or 'redo'")
+        dirs = [None if d is None else Path(d) for d in (out_dir, scores_dir, unfiltered_dir)]
+        for d, kw in zip(dirs, (mask_kwargs, mask_kwargs, {**mask_kwargs, 'conf_threshold': None})):   # the unfiltered masks: no confidence filter
+            if d is not None: d.mkdir(parents=True, exist_ok=True); _check_settings(d, _settings_of(kw, dtype), redo=on_change == 'redo' or overwrite)
+        self.job = dict(out_dir=dirs[0], scores_dir=dirs[1], unfiltered_dir=dirs[2], dtype=dtype, mask_kwargs=mask_kwargs)
+        self.overwrite, self.desc = overwrite, desc
+        self.n_jobs = max(1, (os.cpu_count() or 2) - 1) if n_jobs is None else int(n_jobs)
+        if self.n_jobs < 1: raise BadInputError(f"MaskPool: n_jobs must be >= 1, got {n_jobs}")
+        self.submitted, self.skipped, self.ignored, self.workers = [], [], {}, []
+
+    def done(self, iid:str)->bool:
+        "Is this image finished (its files exist)?"
+        return all(d is None or (d/f'{iid}{ext}').exists() for d, ext in
+                   ((self.job['out_dir'], '.png'), (self.job['scores_dir'], '.npy'), (self.job['unfiltered_dir'], '.png')))
+
+# %% ../nbs/04_crf.ipynb #0286dd55
+@patch
+def start(self:MaskPool)->MaskPool:
+    "Fork the workers (once; before the caller starts threads of its own is best). Without fork, masks are made in `submit`."
+    if self.workers or getattr(self, '_bar', None) is not None: return self
+    self._bar = progress(total=0, desc=self.desc)
+    if os.name != 'posix': return self
+    import multiprocessing as mp
+    ctx = mp.get_context('fork')
+    self._tasks, self._results = ctx.Queue(), ctx.Queue()
+    self.workers = [ctx.Process(target=_pool_worker, args=(self.job, self._tasks, self._results), daemon=True) for _ in range(self.n_jobs)]
+    for w in self.workers: w.start()
+    return self
+
+@patch
+def _record(self:MaskPool, res:tuple):
+    iid, ign, err = res
+    if err is not None: raise BadInputError(f"pseudo mask of image {iid!r}: {err}")
+    self.ignored[iid] = ign; self._bar.update(1)
+
+@patch
+def _collect(self:MaskPool, timeout:float|None=None):
+    "Record finished images: those ready now (timeout None), or wait up to `timeout` s for one."
+    import queue
+    while True:
+        try: res = self._results.get(timeout=timeout) if timeout else self._results.get_nowait()
+        except queue.Empty: return
+        self._record(res)
+        if timeout: return
+
+@patch
+def submit(self:MaskPool, iid:str, # image id (the file names)
+           image:np.ndarray, # H×W×3 uint8 RGB
+           cams:np.ndarray, # K×H×W CAMs at the image's size (as written to the CAM files, e.g. float16)
+           keys, # int[K] classes
+          ):
+    "Queue one image's pseudo mask (skipped if finished and not `overwrite`); raises a worker's earlier error."
+    iid = str(iid)
+    if not self.overwrite and self.done(iid): self.skipped.append(iid); return
+    _check_keys_cams(cams, keys, image)           # bad input fails here, in the caller, naming nothing lost
+    self.start(); self.submitted.append(iid)
+    self._bar.total += 1; self._bar.refresh()
+    if not self.workers: return self._record(_pool_do(self.job, (iid, image, cams, keys)))
+    self._collect()
+    self._tasks.put((iid, np.asarray(image), np.asarray(cams), np.asarray(keys)))
+
+@patch
+def close(self:MaskPool)->dict: # written (ids), skipped (ids), ignore_fraction (mean over written)
+    "Join in on the queued images in this process, wait for the workers, stop them."
+    import queue
+    if getattr(self, '_stopped', False): raise RuntimeError("MaskPool: stopped after an error; nothing more to collect")
+    try:
+        if self.workers:
+            while True:                                # the caller's core is free now: take queued images too
+                try: item = self._tasks.get(timeout=0.1)
+                except queue.Empty: break
+                self._record(_pool_do(self.job, item))
+            for _ in self.workers: self._tasks.put(None)
+            while len(self.ignored) < len(self.submitted):
+                self._collect(timeout=1.0)
+                if len(self.ignored) < len(self.submitted) and not any(w.is_alive() for w in self.workers):
+                    raise RuntimeError(f"MaskPool: the workers stopped with {len(self.submitted) - len(self.ignored)} images unfinished")
+            for w in self.workers: w.join()
+            self.workers = []
+    except BaseException: self.terminate(); raise
+    if getattr(self, '_bar', None) is not None: self._bar.close()
+    ign = [self.ignored[i] for i in self.submitted]
+    return dict(written=list(self.submitted), skipped=list(self.skipped), ignore_fraction=float(np.mean(ign)) if ign else None)
+
+@patch
+def terminate(self:MaskPool):
+    "Stop the workers now (unfinished images keep no PNG: they are redone on the next run)."
+    for w in self.workers: w.terminate()
+    for w in self.workers: w.join()
+    self.workers, self._stopped = [], True
+    if getattr(self, '_bar', None) is not None: self._bar.close()
+
+@patch
+def __enter__(self:MaskPool): return self.start()
+
+@patch
+def __exit__(self:MaskPool, exc_type, exc, tb):
+    if exc_type is None: self.result = self.close()
+    else: self.terminate()
+    return False

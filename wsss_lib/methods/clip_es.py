@@ -4,6 +4,7 @@
 
 # %% ../../nbs/10_clip_es.ipynb #da4b9237
 from __future__ import annotations
+import math
 import numpy as np
 import cv2
 import torch
@@ -18,29 +19,51 @@ from ..affinity import CAA_DEFAULTS, attention_affinity, caa_transition, box_mas
 from ..crf import make_pseudo_mask
 
 # %% auto #0
-__all__ = ['GRADCAM_SCORES', 'clip_es_input', 'frozen_forward', 'clip_es_logits', 'last_block_scores', 'gradcam_raw',
-           'gradcam_maps', 'softmax_gradcam', 'softmax_gradcam_loop', 'ClipES', 'clip_es_pseudo_mask',
+__all__ = ['GRADCAM_SCORES', 'GRADCAM_STRATEGIES', 'clip_es_input', 'frozen_forward', 'clip_es_logits', 'last_block_scores',
+           'gradcam_raw', 'gradcam_maps', 'softmax_gradcam', 'softmax_gradcam_loop', 'ClipES', 'clip_es_pseudo_mask',
            'confidence_guided_loss']
 
-# %% ../../nbs/10_clip_es.ipynb #902ba3cd
+# %% ../../nbs/10_clip_es.ipynb #fe5dbbce
 def clip_es_input(clip:Clip, image:np.ndarray, # H×W×3 uint8 RGB
                   scale:float=1.0, # input scale (CLIP-ES: 1.0)
                  )->torch.Tensor: # [1,3,h,w], h and w multiples of the patch size
     "The image resized (bicubic) to its size × scale rounded up to a multiple of the patch size, normalised."
     return clip.preprocess(image, patch_multiple_size(image.shape[0], image.shape[1], clip.patch_size, scale))
 
+def _check_block(blk:nn.Module, i:int):
+    if not isinstance(getattr(blk, 'attn', None), nn.MultiheadAttention) or hasattr(blk, 'ln_1_kv'):
+        raise BadInputError(f"block {i} is not open_clip's self-attention ResidualAttentionBlock (nn.MultiheadAttention): "
+                            "CLIP-ES reads the attention it computes")
+
+def _block_with_attention(blk:nn.Module, x:torch.Tensor, # tokens in the transformer's layout
+                         )->tuple[torch.Tensor, torch.Tensor]: # block output, head-averaged attention [B,N,N]
+    "open_clip's `ResidualAttentionBlock.forward`, asking `nn.MultiheadAttention` for its own head-averaged weights."
+    a = blk.ln_1(x)
+    o, w = blk.attn(a, a, a, need_weights=True, average_attn_weights=True)   # as CLIP-ES's model.py: the weights of this very pass
+    x = x + blk.ls_1(o)
+    return x + blk.ls_2(blk.mlp(blk.ln_2(x))), w
+
 @torch.no_grad()
 def frozen_forward(clip:Clip, x:torch.Tensor, # [1,3,h,w]
                    pos_embed_fp16:bool=True, # CLIP-ES rounds the interpolated positional embedding to fp16
-                  )->tuple[torch.Tensor, list]: # tokens entering the last block [1,N,D], head-averaged attention of blocks 1..L-1
-    "Blocks 1..L−1 once, without gradients, keeping each block's head-averaged attention."
-    v = clip.visual
-    L = len(v.transformer.resblocks)
-    with capture_attention(v, blocks=range(L - 1)) as att:
-        t = vit_blocks(v, vit_embed(v, x, round_fp16=pos_embed_fp16), 0, L - 1)
-    return t, list(att.maps)
+                   n_attn:int|None=None, # keep the attention of the last `n_attn` of these blocks (CAA: 7 = its 8 layers less the last block); None = all
+                  )->tuple[torch.Tensor, list]: # tokens entering the last block [1,N,D], head-averaged attention of the kept blocks
+    "Blocks 1..L−1 once, without gradients; the kept blocks' head-averaged attention comes from their own forward."
+    v = clip.visual; tr = v.transformer
+    L = len(tr.resblocks)
+    n_attn = L - 1 if n_attn is None else int(n_attn)
+    if not 0 <= n_attn <= L - 1: raise BadInputError(f"n_attn={n_attn}: the frozen part has {L - 1} blocks")
+    t = vit_embed(v, x, round_fp16=pos_embed_fp16)
+    t = t if tr.batch_first else t.transpose(0, 1)
+    maps = []
+    for i, blk in enumerate(tr.resblocks[:L - 1]):
+        if i < L - 1 - n_attn: t = blk(t); continue
+        _check_block(blk, i)
+        t, w = _block_with_attention(blk, t)
+        maps.append(w)
+    return (t if tr.batch_first else t.transpose(0, 1)), maps
 
-# %% ../../nbs/10_clip_es.ipynb #0ade7c2c
+# %% ../../nbs/10_clip_es.ipynb #17ba0791
 def _block_rest(blk:nn.Module, x:torch.Tensor, A:torch.Tensor)->torch.Tensor:
     "open_clip ResidualAttentionBlock.forward given A = ln_1(x) (batch-first)."
     y = x + blk.ls_1(blk.attn(A, A, A, need_weights=False)[0])
@@ -57,6 +80,7 @@ def clip_es_logits(clip:Clip, emb:torch.Tensor, # [B,E] image embeddings
     return z
 
 GRADCAM_SCORES = ('softmax', 'logit')
+GRADCAM_STRATEGIES = ('batched', 'vmap', 'copies')
 
 def _check_score(score:str):
     if score not in GRADCAM_SCORES: raise BadInputError(f"score {score!r}: use 'softmax' (CLIP-ES) or 'logit' (plain CLIP Grad-CAM)")
@@ -102,11 +126,88 @@ def _targets(text:torch.Tensor, n_classes:int, targets)->torch.Tensor:
     if t.min() < 0 or t.max() >= len(text): raise BadInputError(f"targets {t.tolist()} out of range for a text set of {len(text)}")
     return t
 
+def _ln_stats(m:nn.LayerNorm, x:torch.Tensor)->tuple: # (normalised x̂ fp32, 1/σ fp32 [...,1])
+    xf = x.float(); mu = xf.mean(-1, keepdim=True)
+    r = torch.rsqrt(xf.var(-1, unbiased=False, keepdim=True) + m.eps)
+    return (xf - mu) * r, r
+
+def _ln_back(m:nn.LayerNorm, g:torch.Tensor, xh:torch.Tensor, r:torch.Tensor)->torch.Tensor:
+    "LayerNorm backward for a batch of cotangents g [K,...,D] sharing one forward (x̂ [...,D], 1/σ [...,1])."
+    g = g * m.weight.float() if m.weight is not None else g
+    return r * (g - g.mean(-1, keepdim=True) - xh * (g * xh).mean(-1, keepdim=True))
+
+def _act_and_grad(act:nn.Module, h:torch.Tensor)->tuple: # act(h), act'(h)
+    "The MLP activation and its derivative: QuickGELU and exact GELU in closed form, any other elementwise one by jvp."
+    if type(act).__name__ == 'QuickGELU':
+        sg = torch.sigmoid(1.702 * h); return h * sg, sg + 1.702 * h * sg * (1 - sg)
+    if isinstance(act, nn.GELU) and act.approximate == 'none':
+        cdf = 0.5 * (1 + torch.erf(h * math.sqrt(0.5)))
+        return act(h), cdf + h * torch.exp(-0.5 * h * h) * (1 / math.sqrt(2 * math.pi))
+    return torch.func.jvp(act, (h,), (torch.ones_like(h),))
+
+def _gamma(ls:nn.Module): return ls.gamma.float() if hasattr(ls, 'gamma') else 1.   # open_clip LayerScale, or Identity
+
+@torch.no_grad()
+def _last_block_forward(blk:nn.Module, x:torch.Tensor, # [1,N,D] tokens entering the block (batch-first)
+                        A:torch.Tensor, # [1,N,D] ln_1(x)
+                       )->dict: # out [1,N,D] and what the backward needs; attn [1,N,N] head-averaged
+    "The last block from ln_1's output on, attention as `nn.MultiheadAttention`'s need_weights path (q scaled, q·kᵀ, softmax)."
+    m = blk.attn
+    B, N, D = A.shape; H = m.num_heads; d = D // H
+    q, k, v = F.linear(A, m.in_proj_weight, m.in_proj_bias).chunk(3, -1)
+    q, k, v = (t.reshape(B, N, H, d).transpose(1, 2) for t in (q, k, v))      # [1,H,N,d]
+    c = math.sqrt(1.0 / d)
+    P = ((q * c) @ k.transpose(-2, -1)).softmax(-1)                             # [1,H,N,N]
+    Oh = P @ v                                                                  # [1,H,N,d]
+    y = x + blk.ls_1(F.linear(Oh.transpose(1, 2).reshape(B, N, D), m.out_proj.weight, m.out_proj.bias))
+    hp = blk.mlp.c_fc(blk.ln_2(y))
+    ha, da = _act_and_grad(blk.mlp.gelu, hp)
+    out = y + blk.ls_2(blk.mlp.c_proj(ha))
+    return dict(out=out, q=q, k=k, v=v, P=P, Oh=Oh, c=c, ln2=_ln_stats(blk.ln_2, y), da=da, attn=P.mean(1))
+
+def _head_scores(clip:Clip, out:torch.Tensor, text:torch.Tensor, score:str)->tuple: # s [T] (softmax or logits), f [E], x̂ and 1/σ of ln_post
+    v = clip.visual
+    f = vit_pool(v, out, 'patch_mean')[0]
+    z = clip_es_logits(clip, f[None], text)[0]
+    return (z.softmax(-1) if score == 'softmax' else z), f, _ln_stats(v.ln_post, out)
+
+def _head_back(clip:Clip, s, f, lnp, text, tgt, score, N:int)->torch.Tensor: # [K,N,D] ∂s[tgt_k]/∂(block output)
+    "Backward of patch-mean pooling, projection, cosine, ×logit scale and softmax, for K one-hot targets at once."
+    v = clip.visual; s, f = s.float(), f.float()
+    oh = F.one_hot(tgt, len(s)).float()                                         # [K,T]
+    gz = oh * s[tgt, None] - s[tgt, None] * s[None] if score == 'softmax' else oh
+    tn = F.normalize(text.float(), dim=-1); fn = f.norm(); fh = f / fn
+    gfh = clip.model.logit_scale.exp().float() * gz @ tn                       # [K,E]
+    gf = (gfh - (gfh @ fh)[:, None] * fh) / fn
+    ge = gf @ v.proj.float().T if v.proj is not None else gf                   # [K,D]
+    g = torch.zeros(len(tgt), N, ge.shape[-1], device=ge.device); g[:, 1:] = ge[:, None] / (N - 1)
+    return _ln_back(v.ln_post, g, *lnp)
+
+def _block_back(blk:nn.Module, fw:dict, g:torch.Tensor, # [K,N,D] cotangents of the block output
+               )->torch.Tensor: # [K,N,D] cotangents of A = ln_1(x)
+    "Backward of the last block to ln_1's output for K cotangents as one batch (every matmul carries the K rows)."
+    m, mlp = blk.attn, blk.mlp
+    K, N, D = g.shape; H = m.num_heads; d = D // H
+    W = lambda lin: lin.weight.float()
+    gh = ((g * _gamma(blk.ls_2)) @ W(mlp.c_proj)) * fw['da'].float()          # through c_proj and the activation
+    gy = g + _ln_back(blk.ln_2, gh @ W(mlp.c_fc), *fw['ln2'])                  # residual + MLP branch
+    gO = ((gy * _gamma(blk.ls_1)) @ m.out_proj.weight.float()).reshape(K, N, H, d).permute(2, 1, 0, 3).contiguous()  # [H,N,K,d]
+    P, q, k, v = (fw[n][0].float() for n in ('P', 'q', 'k', 'v'))            # [H,N,N], [H,N,d]: shared by the K rows
+    # rows ordered (token i, class k): every matmul below takes the shared P, q, k, v as they are (no K-fold copies)
+    gS = (gO.reshape(H, N * K, d) @ v.transpose(-2, -1)).reshape(H, N, K, N)   # ∂/∂P
+    gS.sub_((gO * fw['Oh'][0].float()[:, :, None]).sum(-1, keepdim=True)).mul_(P[:, :, None])   # softmax backward (D = gO·O)
+    gq = (gS.reshape(H, N * K, N) @ k).reshape(H, N, K, d) * fw['c']
+    gk = (q.transpose(-2, -1) @ gS.reshape(H, N, K * N)).reshape(H, d, K, N) * fw['c']
+    gv = (P.transpose(-2, -1) @ gO.reshape(H, N, K * d)).reshape(H, N, K, d)
+    Wq, Wk, Wv = m.in_proj_weight.float().chunk(3)
+    heads = lambda t, perm: t.permute(*perm).reshape(K, N, D)                  # back to [K,N,D] with D = (head, dim)
+    return heads(gq, (2, 1, 0, 3)) @ Wq + heads(gk, (2, 3, 0, 1)) @ Wk + heads(gv, (2, 1, 0, 3)) @ Wv
+
 def softmax_gradcam(clip:Clip, tokens:torch.Tensor, # [1,N,D] from `frozen_forward`
                     text:torch.Tensor, # [T,E] the text set; default layout: the K present classes first, then the background texts
                     n_classes:int, # K
                     grid:tuple[int, int], # (h, w)
-                    strategy:str='vmap', # 'vmap': one forward, one batched backward (is_grads_batched); 'copies': K copies, one backward
+                    strategy:str='batched', # 'batched': one forward, one backward with the K cotangents as a batch; 'vmap': autograd's is_grads_batched; 'copies': K copies, one backward
                     score:str='softmax', # Grad-CAM target: 'softmax' s_c over `text` (CLIP-ES) or the raw 'logit' z_c
                     targets=None, # int[K] rows of `text` that are the K targets; None = rows 0..K-1
                     raw:bool=False, # also return the signed maps before the ReLU (`gradcam_raw`) as 'raw'
@@ -114,26 +215,33 @@ def softmax_gradcam(clip:Clip, tokens:torch.Tensor, # [1,N,D] from `frozen_forwa
     "Softmax-GradCAM (or logit Grad-CAM) for all K present classes with ONE (batched) backward pass through the last block."
     K = int(n_classes)
     _check_score(score)
-    if strategy not in ('vmap', 'copies'): raise BadInputError(f"strategy {strategy!r}: use 'vmap' or 'copies'")
-    blk = clip.visual.transformer.resblocks[-1]
+    if strategy not in GRADCAM_STRATEGIES: raise BadInputError(f"strategy {strategy!r}: use one of {GRADCAM_STRATEGIES}")
+    v = clip.visual; blk = v.transformer.resblocks[-1]
+    _check_block(blk, len(v.transformer.resblocks) - 1)
     x = tokens.detach()
-    with torch.no_grad():
-        A0 = blk.ln_1(x)
-        attn = attention_weights(blk.attn, A0).mean(1)
+    with torch.no_grad(): A0 = blk.ln_1(x)
     tgt = _targets(text, K, targets).to(x.device)
     idx = torch.arange(K, device=x.device)
-    with torch.enable_grad():
-        if strategy == 'vmap':
-            A = A0.clone().requires_grad_(True)
-            s = last_block_scores(clip, x, A, text, score)                     # [1, T], one forward
-            go = torch.zeros(K, *s.shape, dtype=s.dtype, device=s.device); go[idx, 0, tgt] = 1
-            g, = torch.autograd.grad(s, A, grad_outputs=go, is_grads_batched=True)  # [K,1,N,D]
-            g, acts = g[:, 0], A.detach().expand(K, -1, -1)
-        else:
-            A = A0.expand(K, -1, -1).clone().requires_grad_(True)
-            s = last_block_scores(clip, x.expand(K, -1, -1), A, text, score)   # [K, T]
-            g, = torch.autograd.grad(s[idx, tgt].sum(), A)
-            acts = A.detach()
+    if strategy == 'batched':
+        with torch.no_grad():
+            fw = _last_block_forward(blk, x, A0)                                  # one forward, its attention kept
+            s, f, lnp = _head_scores(clip, fw['out'], text, score)
+            g = _block_back(blk, fw, _head_back(clip, s, f, lnp, text, tgt, score, x.shape[1]))
+            s, acts, attn = s[None], A0.expand(K, -1, -1), fw['attn']
+    else:
+        with torch.no_grad(): attn = attention_weights(blk.attn, A0).mean(1)
+        with torch.enable_grad():
+            if strategy == 'vmap':
+                A = A0.clone().requires_grad_(True)
+                s = last_block_scores(clip, x, A, text, score)                     # [1, T], one forward
+                go = torch.zeros(K, *s.shape, dtype=s.dtype, device=s.device); go[idx, 0, tgt] = 1
+                g, = torch.autograd.grad(s, A, grad_outputs=go, is_grads_batched=True)  # [K,1,N,D]
+                g, acts = g[:, 0], A.detach().expand(K, -1, -1)
+            else:
+                A = A0.expand(K, -1, -1).clone().requires_grad_(True)
+                s = last_block_scores(clip, x.expand(K, -1, -1), A, text, score)   # [K, T]
+                g, = torch.autograd.grad(s[idx, tgt].sum(), A)
+                acts = A.detach()
     out = dict(cams=gradcam_maps(acts, g, grid), scores=s[0].detach().float(), attn=attn)
     if raw: out['raw'] = gradcam_raw(acts, g, grid)
     return out
@@ -162,7 +270,7 @@ def softmax_gradcam_loop(clip:Clip, tokens:torch.Tensor, text:torch.Tensor, n_cl
     finally: h.remove()
     return dict(cams=torch.cat(cams), scores=s[0].detach().float())
 
-# %% ../../nbs/10_clip_es.ipynb #9e6a55b6
+# %% ../../nbs/10_clip_es.ipynb #91032ad7
 @register_cam_source('clip_es')
 class ClipES(CAMSource):
     "CLIP-ES CAMs (Softmax-GradCAM + CAA) for images with known present classes; CAM source \"clip_es\"."
@@ -212,7 +320,7 @@ class ClipES(CAMSource):
 
     def input(self, image:np.ndarray, scale:float=1.0)->torch.Tensor: return clip_es_input(self.clip, image, scale)
 
-# %% ../../nbs/10_clip_es.ipynb #91032ad7
+# %% ../../nbs/10_clip_es.ipynb #12c6fc06
 @patch
 def text_and_targets(self:ClipES, keys, # int[K] present classes (already checked)
                      text_set:str|None=None, background:bool=True, # None = the object's text set; background: append its texts
@@ -226,11 +334,14 @@ def text_and_targets(self:ClipES, keys, # int[K] present classes (already checke
     return torch.cat([fg, bg]), tgt, names + bnames
 
 @patch
-def _gradcam(self:ClipES, x:torch.Tensor, keys:np.ndarray, score:str, text_set:str, background:bool)->tuple:
-    "Softmax-GradCAM of one input [1,3,h,w]: (result dict, tokens entering the last block, attention of blocks 1..L−1, grid)."
+def _gradcam(self:ClipES, x:torch.Tensor, keys:np.ndarray, score:str, text_set:str, background:bool, refine:bool=True)->tuple:
+    "Softmax-GradCAM of one input [1,3,h,w]: (result dict, tokens entering the last block, attention of the frozen blocks CAA uses, grid)."
     clip = self.clip
     grid = (x.shape[-2] // clip.patch_size, x.shape[-1] // clip.patch_size)
-    tokens, maps = frozen_forward(clip, x, self.pos_embed_fp16)
+    L = len(clip.visual.transformer.resblocks)
+    n = int(self.caa['n_layers'])
+    n_attn = (min(n - 1, L - 1) if n > 0 else L - 1) if refine else 0   # CAA's layers less the last block's (its own pass gives that)
+    tokens, maps = frozen_forward(clip, x, self.pos_embed_fp16, n_attn=n_attn)
     text, tgt, _ = self.text_and_targets(keys, text_set, background)
     fn = softmax_gradcam if self.batched else softmax_gradcam_loop
     return fn(clip, tokens, text, len(keys), grid, score=score, targets=tgt), tokens, maps, grid
@@ -261,7 +372,7 @@ def raw_maps(self:ClipES, x:torch.Tensor, # [B,3,h,w] inputs (the image, and its
     refine = self.refine if refine is None else refine
     init, ref, extras = [], [], {}
     for b in range(len(x)):
-        r, tokens, maps, grid = self._gradcam(x[b:b + 1], keys, score, text_set, background)
+        r, tokens, maps, grid = self._gradcam(x[b:b + 1], keys, score, text_set, background, refine)
         init.append(r['cams'].float().cpu())
         e = self._caa(r, tokens, maps) if refine else {}
         if refine: ref.append(e['refined_patch'])
@@ -288,7 +399,7 @@ def attention(self:ClipES, image:np.ndarray)->dict: # attn: [L, heads, n, n] flo
         vit_blocks(self.clip.visual, vit_embed(self.clip.visual, x, round_fp16=self.pos_embed_fp16))
     return dict(attn=torch.stack([a[0, :, 1:, 1:] for a in att.per_head]).to(torch.float16).cpu(), grid=grid)
 
-# %% ../../nbs/10_clip_es.ipynb #d435a6cd
+# %% ../../nbs/10_clip_es.ipynb #f6e1126c
 def clip_es_pseudo_mask(image:np.ndarray, # H×W×3 uint8 RGB
                         cams:np.ndarray, # K×H×W refined CAMs
                         keys, # int[K]
