@@ -4,7 +4,7 @@ serves copies of the dashboard notebooks; headless Chromium (Debian's `chromium`
 smoke parameters injected after its parameters cell, as papermill does), and checks what a person sees: the widgets
 render without "Error displaying widget", the dashboard shows its defaults (the headless cells drive a separate
 instance), the class legend and the colour bars are there, the controls do not overflow a 1600 px page with the file
-browser open, a slider move redraws, and "Export figure" writes a PNG and a PDF.
+browser open, a narrower page (1100 px) shrinks the CAM explorer's image panels instead of wrapping them, a slider move redraws, and "Export figure" writes a PNG and a PDF.
 
 Screenshots of each dashboard go to the test's output dir; a copy goes to `figures/dashboard_NAME.png` when that file
 is missing or `$WSSS_UPDATE_FIGURES` is set (tracked files: a plain test run leaves the checkout clean). Without
@@ -170,6 +170,7 @@ def test_cam_explorer_run_all(lab):
                                       .filter(e => e.offsetParent && e.scrollWidth > e.clientWidth + 2).length""")
         assert over == 0, f'{over} control rows overflow'
         lab.screenshot(dash, 'dashboard_cam_explorer')
+        _panels_scale(page, 'wsss-cam-explorer', 'wsss-panel-image')
         # a slider move redraws the label map, the busy line shown while the kernel computes
         page.evaluate("""() => { const b = document.querySelector('.wsss-cam-explorer .wsss-busy'); window.__busySeen = false;
                                  new MutationObserver(() => { if (getComputedStyle(b).visibility === 'visible') window.__busySeen = true; })
@@ -189,6 +190,26 @@ def test_cam_explorer_run_all(lab):
     except Exception:
         _failure_shot(lab, page, 'cam_explorer'); raise
     finally: page.close()
+
+def _panels_scale(page, cls:str, panel:str, width:int=1100):
+    "A narrower page (`width` px) shrinks the panels of the row holding `panel` instead of overflowing; the viewport restored after."
+    row = f"document.querySelector('.{cls} .{panel}').parentElement"
+    js = f"""() => {{ const r = {row}; const ps = [...r.children].filter(e => e.classList.contains('wsss-panel') && e.offsetParent);
+                      return {{over: r.scrollWidth - r.clientWidth, right: r.getBoundingClientRect().right, row: r.clientWidth,
+                              widths: ps.map(e => e.getBoundingClientRect().width),
+                              imgs: ps.map(e => e.querySelector('img').getBoundingClientRect().width),
+                              rights: ps.map(e => e.getBoundingClientRect().right)}}; }}"""
+    vp, wide = page.viewport_size, page.evaluate(js)
+    page.set_viewport_size({'width': width, 'height': vp['height']})
+    try:
+        page.wait_for_function(f"([w]) => {row}.clientWidth < w - 1", arg=[wide['row']], timeout=30_000)   # the page has re-laid out
+        narrow = page.evaluate(js)
+        assert narrow['over'] <= 2, f"the panel row overflows by {narrow['over']} px at {width} px"
+        assert max(narrow['rights']) <= narrow['right'] + 2, f'a panel sticks out of its row at {width} px: {narrow}'
+        assert all(n < w - 1 for n, w in zip(narrow['widths'], wide['widths'])), f"panels did not shrink: {wide['widths']} -> {narrow['widths']}"
+        assert all(abs(i - w) <= 1 for i, w in zip(narrow['imgs'], narrow['widths'])), f'images do not fill their panels: {narrow}'
+        _no_overflow(page, cls)
+    finally: page.set_viewport_size(vp)
 
 def _images_loaded(page, cls:str, timeout_ms:int=60_000):
     "Wait until every visible image of the dashboard with CSS class `cls` has loaded."

@@ -90,12 +90,14 @@ def decode_image(b:bytes)->np.ndarray:
 # %% ../nbs/20_dashboards.ipynb #17ba0791
 class Panel:
     "A titled `widgets.Image` that keeps the array it shows."
-    def __init__(self, title:str, width:int=240,
+    def __init__(self, title:str, width:int=240, # px: the widest the panel gets (a wide page)
                  name:str|None=None, # CSS class `wsss-panel-NAME` on the panel (browser tests find it by that)
+                 min_width:int=96, # px: the narrowest it shrinks to before its row wraps
                 ):
         self.title = widgets.HTML(f'<b>{html.escape(title)}</b>')
-        self.image = widgets.Image(format='png', layout=widgets.Layout(width=f'{width}px', height='auto'))
-        self.widget = widgets.VBox([self.title, self.image], layout=widgets.Layout(align_items='center'))
+        self.image = widgets.Image(format='png', layout=widgets.Layout(width='100%', height='auto', object_fit='contain', margin='2px 0'))
+        self.widget = widgets.VBox([self.title, self.image], layout=widgets.Layout(
+            align_items='center', flex='1 1 0', min_width=f'{min(min_width, width)}px', max_width=f'{width}px'))
         self.widget.add_class('wsss-panel')
         if name: self.widget.add_class(f'wsss-panel-{name}')
         self.array, self.n_updates = None, 0
