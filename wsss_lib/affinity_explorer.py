@@ -37,7 +37,7 @@ class AffinityExplorer(_Dashboard):
                  psa_beta:float=8, psa_logt:int=8, # PSA walk: T = W^β/colsum, t = 2^logt steps (PSA 8/8)
                  image_id:str|None=None,
                  cache_size:int=2, # images kept (per-head attention of every block is large)
-                 panel_width:int=176, # px per image panel (a row of five and its colour bars fits 1600 px with the file browser open)
+                 panel_width:int=176, # px per image panel on a wide page, shrinking to fit a narrower one (a row of five and its colour bars fits 1600 px with the file browser open)
                  export_path:str='figures/affinity_explorer', # where 'Export figure' writes (NAME.png / NAME.pdf)
                  caa:dict|None=None, # initial CAA settings (tau, n_layers, n_squarings, border_quirk); default: the source's, else CLIP-ES's
                 ):

@@ -53,7 +53,7 @@ class CAMExplorer(_Dashboard):
                  auto_crf:bool=True, # run the CRF on every change (else on the button)
                  crf_scale:float=1.0, # CRF grid: 1 (exact) or 0.5 / 0.25 (`crf_preview`, faster, approximate)
                  cache_size:int=32, # images × sources × layers kept
-                 panel_width:int=240, # pixels per panel in the page
+                 panel_width:int=240, # px per panel on a wide page (panels shrink to fit a narrower one)
                  compare:str='off', # side by side: 'off', 'source' (two sources), 'variant' (two maps), 'bg' (two α / t)
                  curve_images:int=32, # images of the split in the mIoU-versus-threshold curve (0: no curve)
                  source_options:dict|None=None, # {registered name: create_cam_source options} for the source menu's "+ name" entries

@@ -32,7 +32,7 @@ class PromptExplorer(_Dashboard):
                  n_images:int=32, # images embedded for the statistics
                  min_targets:int=2, # images with fewer classes are left out of the sharpness
                  cam_kwargs:dict|None=None, # extra ClipES options for the CAM panels
-                 panel_width:int=220, # px per image panel (four panels and the colour bar fit one row at 1600 px with the file browser open)
+                 panel_width:int=220, # px per image panel on a wide page, shrinking to fit a narrower one (four panels and the colour bar fit one row at 1600 px with the file browser open)
                  export_path:str='figures/prompt_explorer', # where 'Export figure' writes (NAME.png / NAME.pdf)
                 ):
         self.clip, self.dataset, self.min_targets = clip, dataset, min_targets
