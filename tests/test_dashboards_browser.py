@@ -172,20 +172,14 @@ def test_cam_explorer_run_all(lab):
         lab.screenshot(dash, 'dashboard_cam_explorer')
         _panels_scale(page, 'wsss-cam-explorer', 'wsss-panel-image')
         # a slider move redraws the label map, the busy line shown while the kernel computes
-        page.evaluate("""() => { const b = document.querySelector('.wsss-cam-explorer .wsss-busy'); window.__busySeen = false;
-                                 new MutationObserver(() => { if (getComputedStyle(b).visibility === 'visible') window.__busySeen = true; })
-                                   .observe(b, {attributes: true, attributeFilter: ['style']}); }""")
+        _watch_busy(page, 'wsss-cam-explorer')
         before = dash.locator('.wsss-panel-label img').get_attribute('src')
         alpha.locator('.noUi-handle').focus()
         for _ in range(10): page.keyboard.press('ArrowRight')              # α: 1.0 -> 2.0
         page.wait_for_function("([b]) => document.querySelector('.wsss-cam-explorer .wsss-panel-label img').src !== b", arg=[before], timeout=30_000)
         page.wait_for_function("() => document.querySelector('.wsss-cam-explorer .wsss-panel-label .widget-html').textContent.includes('α=2')", timeout=30_000)
         assert page.evaluate('() => window.__busySeen'), 'the busy line never showed during the slider move'
-        # Export figure: PNG and PDF where the path box says
-        dash.locator('.wsss-export button', has_text='Export figure').click()
-        page.wait_for_function("() => document.querySelector('.wsss-cam-explorer .wsss-export').textContent.includes('wrote')", timeout=60_000)
-        png, pdf = run/'figures'/'cam_explorer_export.png', run/'figures'/'cam_explorer_export.pdf'
-        assert png.read_bytes()[:8] == b'\x89PNG\r\n\x1a\n' and pdf.read_bytes()[:5] == b'%PDF-'
+        _check_export(page, dash, 'wsss-cam-explorer', run/'figures'/'cam_explorer_export')   # PNG and PDF where the path box says
         assert 'Error displaying widget' not in page.content()
     except Exception:
         _failure_shot(lab, page, 'cam_explorer'); raise
@@ -229,6 +223,12 @@ def _watch_busy(page, cls:str):
                              new MutationObserver(() => {{ if (getComputedStyle(b).visibility === 'visible') window.__busySeen = true; }})
                                .observe(b, {{attributes: true, attributeFilter: ['style']}}); }}""")
 
+def _check_export(page, dash, cls:str, stem:Path):
+    "Click the dashboard's Export figure: a valid PNG and PDF at `stem`.png/.pdf."
+    dash.locator('.wsss-export button', has_text='Export figure').click()
+    page.wait_for_function(f"() => document.querySelector('.{cls} .wsss-export').textContent.includes('wrote')", timeout=60_000)
+    assert stem.with_suffix('.png').read_bytes()[:8] == b'\x89PNG\r\n\x1a\n' and stem.with_suffix('.pdf').read_bytes()[:5] == b'%PDF-'
+
 def _start(lab, name:str, run:Path):
     "Open example notebook `name` (smoke parameters, its run folder `run`) and start Run All; the page."
     example_notebook(lab.root, name, run_dir=str(run), smoke=True, device='cpu')
@@ -269,10 +269,7 @@ def _check_affinity_explorer(lab, page, run:Path):
             page.wait_for_function("([s]) => document.querySelector('.wsss-affinity-explorer .wsss-panel-image img').src !== s", arg=[src], timeout=30_000)
         assert rc() == ('0', '0'), rc()
         assert page.evaluate('() => window.__busySeen'), 'the busy line never showed while a click redrew'
-        dash.locator('.wsss-export button', has_text='Export figure').click()
-        page.wait_for_function("() => document.querySelector('.wsss-affinity-explorer .wsss-export').textContent.includes('wrote')", timeout=60_000)
-        png, pdf = run/'figures'/'affinity_export.png', run/'figures'/'affinity_export.pdf'
-        assert png.read_bytes()[:8] == b'\x89PNG\r\n\x1a\n' and pdf.read_bytes()[:5] == b'%PDF-'
+        _check_export(page, dash, 'wsss-affinity-explorer', run/'figures'/'affinity_export')
         assert 'Error displaying widget' not in page.content()
     except Exception:
         _failure_shot(lab, page, 'affinity'); raise
@@ -295,10 +292,7 @@ def _check_prompt_explorer(lab, page, run:Path):
         assert not dash.locator('.wsss-busy').is_visible()
         _no_overflow(page, 'wsss-prompt-explorer')
         lab.screenshot(dash, 'dashboard_prompts')
-        dash.locator('.wsss-export button', has_text='Export figure').click()
-        page.wait_for_function("() => document.querySelector('.wsss-prompt-explorer .wsss-export').textContent.includes('wrote')", timeout=60_000)
-        png, pdf = run/'figures'/'prompt_export.png', run/'figures'/'prompt_export.pdf'
-        assert png.read_bytes()[:8] == b'\x89PNG\r\n\x1a\n' and pdf.read_bytes()[:5] == b'%PDF-'
+        _check_export(page, dash, 'wsss-prompt-explorer', run/'figures'/'prompt_export')
         assert 'Error displaying widget' not in page.content()
     except Exception:
         _failure_shot(lab, page, 'prompts'); raise
