@@ -237,12 +237,17 @@ def _start(lab, name:str, run:Path):
     except Exception: _failure_shot(lab, page, name); page.close(); raise
     return page
 
+def _dashboard_after_run_all(lab, page, nb:str, cls:str):
+    "Wait for notebook `nb`'s Run All, then for its dashboard (CSS class `cls`) with every image loaded; the dashboard's locator."
+    lab.wait_run_all(page, nb)
+    dash = page.locator(f'.{cls}'); dash.wait_for(timeout=60_000)
+    _images_loaded(page, cls)
+    return dash
+
 def _check_affinity_explorer(lab, page, run:Path):
     "dash_affinity: defaults (all blocks, head mean), legend, three colour bars, clicks pick the patch (ipyevents), export."
     try:
-        lab.wait_run_all(page, 'dash_affinity.ipynb')
-        dash = page.locator('.wsss-affinity-explorer'); dash.wait_for(timeout=60_000)
-        _images_loaded(page, 'wsss-affinity-explorer')
+        dash = _dashboard_after_run_all(lab, page, 'dash_affinity.ipynb', 'wsss-affinity-explorer')
         # the defaults, not what the headless cells set: CLIP-ES's blocks (all 4 of the tiny CLIP's), the head mean
         slider = lambda label: dash.locator('.widget-slider', has=page.locator('.widget-label', has_text=label)).locator('.widget-readout')
         assert slider('blocks').inner_text().replace(' ', '') in ('0-3', '0–3'), slider('blocks').inner_text()
@@ -278,9 +283,7 @@ def _check_affinity_explorer(lab, page, run:Path):
 def _check_prompt_explorer(lab, page, run:Path):
     "dash_prompt_sharpness: defaults (A, B the first two templates, no synonym), legend, colour bar, export."
     try:
-        lab.wait_run_all(page, 'dash_prompt_sharpness.ipynb')
-        dash = page.locator('.wsss-prompt-explorer'); dash.wait_for(timeout=60_000)
-        _images_loaded(page, 'wsss-prompt-explorer')
+        dash = _dashboard_after_run_all(lab, page, 'dash_prompt_sharpness.ipynb', 'wsss-prompt-explorer')
         # the defaults, not the headless best/worst and synonyms: A and B the first two templates, no synonym typed
         sel = lambda label: dash.locator('.widget-dropdown', has=page.locator('label', has_text=label)).locator('select')
         assert (sel('template A').input_value(), sel('template B').input_value()) == ('a clean origami {}.', 'a rendering of a weird {}.')
