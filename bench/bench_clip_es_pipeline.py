@@ -15,7 +15,9 @@ official-equivalent (what generate_cams_voc12.py + eval_cam_with_crf.py do, in w
   processes (joblib-like), in float16 arithmetic as the official script on its files.
 new (wsss_lib today): the frozen blocks keep only CAA's maps, from their own forward; one forward + one batched
   backward for the K classes; write_cams writes the float16 files and hands each image's CAMs in memory to a MaskPool
-  whose workers (T−1, at least 1; the caller joins in when the network is done) make the masks meanwhile.
+  with T−1 workers (at least 1) and the caller: by default in bursts between the network's images (overlap=False, the
+  CPU setting: the pool's default burst is 4 images per process, so these 4 photos make one burst at the end), with
+  --overlap beside the network (the GPU setting).
 
 Stages reported: CAM (network + CAA + files; the new path's alone, without the pool), CRF (official: over the folder;
 new: the pool fed from memory), end to end (official: CAM then CRF; new: pipelined). Checks: initial and refined
@@ -33,6 +35,7 @@ def main():
     ap.add_argument('--repeats', type=int, default=3)
     ap.add_argument('--images', type=int, default=4)
     ap.add_argument('--net-threads', type=int, default=None, help='torch threads of the new path while the pool works (default: --threads)')
+    ap.add_argument('--overlap', action='store_true', help="new path: CRF workers beside the network (MaskPool(overlap=True), the GPU setting) instead of in bursts (overlap=False, the CPU setting)")
     ap.add_argument('--bf16', action='store_true', help="also the new path with precision='bf16' (not bit-faithful): time, CAM and mask differences")
     ap.add_argument('--voc', default=os.environ.get('WSSS_VOC_SAMPLE', '/work/shared/data/voc_sample'))
     a = ap.parse_args()
@@ -97,7 +100,7 @@ def main():
     def run_new_pipeline(root, cams, es=es):
         torch.set_num_threads(net_threads)
         t0 = time.perf_counter()
-        with MaskPool(root/'masks', n_jobs=n_workers, dtype='float16') as pool:
+        with MaskPool(root/'masks', n_jobs=n_workers, dtype='float16', overlap=a.overlap) as pool:
             write_cams(es, ds, {'cams': root/'cams', 'initial': root/'init'}, ids=ids, dtype='float16',
                        on_cams=lambda i, im, k, m: pool.submit(i, im, m['cams'], k))
         e2e = time.perf_counter() - t0
@@ -108,7 +111,7 @@ def main():
         return dict(e2e=e2e, crf=time.perf_counter() - t0)
 
     print(f"CLIP-ES pipeline bench: {a.threads} core(s) (torch threads {a.threads}; new path: {net_threads} torch threads "
-          f"+ {n_workers} CRF worker(s), caller joining in), ViT-B/16 random seeded fp32 QuickGELU, {len(ids)} VOC photos "
+          f"+ {n_workers} CRF worker(s), caller joining in, {'overlapped' if a.overlap else 'in bursts'}), ViT-B/16 random seeded fp32 QuickGELU, {len(ids)} VOC photos "
           f"(K = {[len(ds.keys(i)) for i in ids]}), median of {a.repeats} interleaved repeats; load average "
           f"{os.getloadavg()[0]:.2f} at start", flush=True)
     es.compute(ds.image(ids[0]), np.asarray(ds.keys(ids[0]), np.int64))      # warm-up

@@ -368,8 +368,22 @@ def _pool_do(job, item)->tuple:
     try: return iid, _masks_from_cams(job, *item), None
     except Exception as e: return iid, None, f"{type(e).__name__}: {e}"
 
-def _pool_worker(job:dict, tasks, results):
-    for item in iter(tasks.get, None): results.put(_pool_do(job, item))
+def _pool_worker(job:dict, tasks, results, nice:int=0):
+    import multiprocessing as mp, queue
+    if nice: os.nice(nice)       # below the caller: the network keeps its cores, the CRF takes what it leaves
+    while True:
+        try: item = tasks.get(timeout=5.0)
+        except queue.Empty:
+            if mp.parent_process() is not None and not mp.parent_process().is_alive(): return   # the caller was killed
+            continue
+        if item is None: return
+        results.put(_pool_do(job, item))
+
+def _trim_heap():
+    "Give the C heap's free pages back to the system (glibc's `malloc_trim`; elsewhere nothing)."
+    try:
+        import ctypes; ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError): pass
 
 class MaskPool:
     "CRF pseudo masks made by worker processes from CAMs handed over in memory, while the caller keeps computing."
@@ -381,6 +395,9 @@ class MaskPool:
                  dtype:str='float32', # arithmetic of make_pseudo_mask ('float16': CLIP-ES on its float16 files)
                  desc:str='pseudo masks', # progress-bar label
                  on_change:str='error', # a folder holds masks of other settings: 'error' stops, 'redo' deletes and redoes them (as make_pseudo_masks)
+                 overlap:bool=True, # workers run beside the caller (a GPU network); False: in bursts of `max_pending` images, with the caller (a CPU network)
+                 nice:int=19, # the workers' niceness: they take the cycles the caller leaves (0: an equal share of the cores)
+                 max_pending:int|None=None, # unfinished images at most (None: 4 per process); beyond, `submit` makes masks itself
                  **mask_kwargs, # passed to make_pseudo_mask (bg_power, conf_threshold, preset, colour, ...)
                 ):
         if out_dir is None and scores_dir is None: raise BadInputError("MaskPool: give out_dir, scores_dir or both")
@@ -397,6 +414,10 @@ class MaskPool:
         self.overwrite, self.desc = overwrite, desc
         self.n_jobs = max(1, (os.cpu_count() or 2) - 1) if n_jobs is None else int(n_jobs)
         if self.n_jobs < 1: raise BadInputError(f"MaskPool: n_jobs must be >= 1, got {n_jobs}")
+        self.max_pending = 4 * (self.n_jobs + 1) if max_pending is None else int(max_pending)
+        if self.max_pending < 1: raise BadInputError(f"MaskPool: max_pending must be >= 1, got {max_pending}")
+        if not 0 <= int(nice) <= 19: raise BadInputError(f"MaskPool: nice must be in 0..19, got {nice}")
+        self.overlap, self.nice, self.in_caller, self._held = bool(overlap), int(nice), 0, []
         self.submitted, self.skipped, self.ignored, self.workers = [], [], {}, []
 
     def done(self, iid:str)->bool:
@@ -407,14 +428,16 @@ class MaskPool:
 # %% ../nbs/04_crf.ipynb #0286dd55
 @patch
 def start(self:MaskPool)->MaskPool:
-    "Fork the workers (once; before the caller starts threads of its own is best). Without fork, masks are made in `submit`."
+    "Fork the workers (once). Where processes cannot be forked, masks are made in `submit`."
     if self.workers or getattr(self, '_bar', None) is not None: return self
     self._bar = progress(total=0, desc=self.desc)
     if os.name != 'posix': return self
     import multiprocessing as mp
+    _trim_heap()                       # before the fork: the caller's freed heap pages would be copied on its next write
     ctx = mp.get_context('fork')
     self._tasks, self._results = ctx.Queue(), ctx.Queue()
-    self.workers = [ctx.Process(target=_pool_worker, args=(self.job, self._tasks, self._results), daemon=True) for _ in range(self.n_jobs)]
+    self.workers = [ctx.Process(target=_pool_worker, args=(self.job, self._tasks, self._results, self.nice), daemon=True)
+                    for _ in range(self.n_jobs)]
     for w in self.workers: w.start()
     return self
 
@@ -435,6 +458,20 @@ def _collect(self:MaskPool, timeout:float|None=None):
         if timeout: return
 
 @patch
+def _drain(self:MaskPool, until:int):
+    "Until at most `until` images are unfinished: make queued masks in this process, or wait for the workers'."
+    import queue
+    while len(self.submitted) - len(self.ignored) > until:
+        try: item = self._tasks.get(timeout=0.05)
+        except queue.Empty:                       # all handed out: wait for a worker
+            self._collect(timeout=1.0)
+            if len(self.submitted) - len(self.ignored) > until and not any(w.is_alive() for w in self.workers):
+                raise RuntimeError(f"MaskPool: the workers stopped with {len(self.submitted) - len(self.ignored)} images unfinished")
+            continue
+        self._record(_pool_do(self.job, item)); self.in_caller += 1
+        self._collect()
+
+@patch
 def submit(self:MaskPool, iid:str, # image id (the file names)
            image:np.ndarray, # H×W×3 uint8 RGB
            cams:np.ndarray, # K×H×W CAMs at the image's size (as written to the CAM files, e.g. float16)
@@ -444,34 +481,38 @@ def submit(self:MaskPool, iid:str, # image id (the file names)
     iid = str(iid)
     if not self.overwrite and self.done(iid): self.skipped.append(iid); return
     _check_keys_cams(cams, keys, image)           # bad input fails here, in the caller, naming nothing lost
-    self.start(); self.submitted.append(iid)
-    self._bar.total += 1; self._bar.refresh()
-    if not self.workers: return self._record(_pool_do(self.job, (iid, image, cams, keys)))
-    self._collect()
-    self._tasks.put((iid, np.asarray(image), np.asarray(cams), np.asarray(keys)))
+    self.start()
+    if self.workers and self.overlap: self._collect(); self._drain(self.max_pending - 1)   # a full backlog: the caller makes masks first (memory stays flat)
+    self.submitted.append(iid); self._bar.total += 1; self._bar.refresh()
+    item = (iid, np.asarray(image), np.asarray(cams), np.asarray(keys))
+    if not self.workers: return self._record(_pool_do(self.job, item))
+    if self.overlap: return self._tasks.put(item)
+    self._held.append(item)
+    if len(self._held) >= self.max_pending: self._burst()
 
 @patch
-def close(self:MaskPool)->dict: # written (ids), skipped (ids), ignore_fraction (mean over written)
+def _burst(self:MaskPool):
+    "overlap=False: the held images' masks, by the workers and the caller together; back when all are written."
+    held, self._held = self._held, []
+    for item in held[1:]: self._tasks.put(item)
+    if held: self._record(_pool_do(self.job, held[0])); self.in_caller += 1   # the caller's share, for certain
+    self._drain(0)
+
+@patch
+def close(self:MaskPool)->dict: # written (ids), skipped (ids), ignore_fraction (mean over written), in_caller (masks made by the caller)
     "Join in on the queued images in this process, wait for the workers, stop them."
-    import queue
     if getattr(self, '_stopped', False): raise RuntimeError("MaskPool: stopped after an error; nothing more to collect")
     try:
         if self.workers:
-            while True:                                # the caller's core is free now: take queued images too
-                try: item = self._tasks.get(timeout=0.1)
-                except queue.Empty: break
-                self._record(_pool_do(self.job, item))
+            self._burst()                              # the caller's core is free now: it takes queued (and held) images too
             for _ in self.workers: self._tasks.put(None)
-            while len(self.ignored) < len(self.submitted):
-                self._collect(timeout=1.0)
-                if len(self.ignored) < len(self.submitted) and not any(w.is_alive() for w in self.workers):
-                    raise RuntimeError(f"MaskPool: the workers stopped with {len(self.submitted) - len(self.ignored)} images unfinished")
             for w in self.workers: w.join()
             self.workers = []
     except BaseException: self.terminate(); raise
     if getattr(self, '_bar', None) is not None: self._bar.close()
     ign = [self.ignored[i] for i in self.submitted]
-    return dict(written=list(self.submitted), skipped=list(self.skipped), ignore_fraction=float(np.mean(ign)) if ign else None)
+    return dict(written=list(self.submitted), skipped=list(self.skipped), ignore_fraction=float(np.mean(ign)) if ign else None,
+                in_caller=self.in_caller)
 
 @patch
 def terminate(self:MaskPool):
