@@ -139,7 +139,8 @@ def _ln_back(m:nn.LayerNorm, g:torch.Tensor, xh:torch.Tensor, r:torch.Tensor)->t
 def _act_and_grad(act:nn.Module, h:torch.Tensor)->tuple: # act(h), act'(h)
     "The MLP activation and its derivative: QuickGELU and exact GELU in closed form, any other elementwise one by jvp."
     if type(act).__name__ == 'QuickGELU':
-        sg = torch.sigmoid(1.702 * h); return h * sg, sg + 1.702 * h * sg * (1 - sg)
+        sg = torch.sigmoid(1.702 * h); a = h * sg
+        return a, torch.addcmul(sg, a, 1 - sg, value=1.702)       # σ + 1.702·h·σ·(1−σ), in two passes over h
     if isinstance(act, nn.GELU) and act.approximate == 'none':
         cdf = 0.5 * (1 + torch.erf(h * math.sqrt(0.5)))
         return act(h), cdf + h * torch.exp(-0.5 * h * h) * (1 / math.sqrt(2 * math.pi))
@@ -193,12 +194,15 @@ def _block_back(blk:nn.Module, fw:dict, g:torch.Tensor, # [K,N,D] cotangents of 
     gy = g + _ln_back(blk.ln_2, gh @ W(mlp.c_fc), *fw['ln2'])                  # residual + MLP branch
     gO = ((gy * _gamma(blk.ls_1)) @ m.out_proj.weight.float()).reshape(K, N, H, d).permute(2, 1, 0, 3).contiguous()  # [H,N,K,d]
     P, q, k, v = (fw[n][0].float() for n in ('P', 'q', 'k', 'v'))            # [H,N,N], [H,N,d]: shared by the K rows
-    # rows ordered (token i, class k): every matmul below takes the shared P, q, k, v as they are (no K-fold copies)
-    gS = (gO.reshape(H, N * K, d) @ v.transpose(-2, -1)).reshape(H, N, K, N)   # ∂/∂P
-    gS.sub_((gO * fw['Oh'][0].float()[:, :, None]).sum(-1, keepdim=True)).mul_(P[:, :, None])   # softmax backward (D = gO·O)
-    gq = (gS.reshape(H, N * K, N) @ k).reshape(H, N, K, d) * fw['c']
-    gk = (q.transpose(-2, -1) @ gS.reshape(H, N, K * N)).reshape(H, d, K, N) * fw['c']
-    gv = (P.transpose(-2, -1) @ gO.reshape(H, N, K * d)).reshape(H, N, K, d)
+    Dg = (gO * fw['Oh'][0].float()[:, :, None]).sum(-1, keepdim=True)          # [H,N,K,1] gO·O of the softmax backward
+    gq, gv = (g.new_empty(H, N, K, d) for _ in range(2)); gk = g.new_empty(H, d, K, N)
+    for h in range(H):   # one head at a time: its N×K×N ∂/∂P stays in cache (all heads at once: 30 MB at K = 1, not faster)
+        # rows ordered (token i, class k): every matmul takes the head's shared P, q, k, v as they are (no K-fold copies)
+        gS = (gO[h].reshape(N * K, d) @ v[h].T).reshape(N, K, N).sub_(Dg[h]).mul_(P[h][:, None])   # ∂/∂(q·kᵀ)
+        torch.mm(gS.reshape(N * K, N), k[h], out=gq[h].view(N * K, d))
+        torch.mm(q[h].T, gS.reshape(N, K * N), out=gk[h].view(d, K * N))
+        torch.mm(P[h].T, gO[h].reshape(N, K * d), out=gv[h].view(N, K * d))
+    gq, gk = gq * fw['c'], gk * fw['c']
     Wq, Wk, Wv = m.in_proj_weight.float().chunk(3)
     heads = lambda t, perm: t.permute(*perm).reshape(K, N, D)                  # back to [K,N,D] with D = (head, dim)
     return heads(gq, (2, 1, 0, 3)) @ Wq + heads(gk, (2, 3, 0, 1)) @ Wk + heads(gv, (2, 1, 0, 3)) @ Wv
