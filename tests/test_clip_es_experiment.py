@@ -49,8 +49,11 @@ def test_clip_es_experiment_synthetic(tmp_path):
     run_dir = tmp_path/'run'
     _run(tmp_path/'out.ipynb', run_dir=str(run_dir), smoke=True, pretrained='random', save_clip_es_layout=True)
     m = _check_outputs(run_dir, 3)
-    d = np.load(sorted((run_dir/'cams_clip_es').glob('*.npy'))[0], allow_pickle=True).item()
-    assert set(d) == {'keys', 'attn_highres', 'highres'} and d['attn_highres'].dtype == np.float16
+    for f in sorted((run_dir/'cams_clip_es').glob('*.npy')):   # the official layout holds the two CAM files' maps as written
+        d = np.load(f, allow_pickle=True).item()
+        assert set(d) == {'keys', 'attn_highres', 'highres'} and d['attn_highres'].dtype == np.float16
+        for key, sub in (('attn_highres', 'cams'), ('highres', 'cams_initial')):
+            np.testing.assert_array_equal(d[key], np.load(run_dir/sub/f.name, allow_pickle=True).item()['cams'])
     # the foundation's evaluator scores the written CAMs directly, as the notebook reported
     from wsss_lib.data import SegDataset
     from wsss_lib.metrics import evaluate_cams
