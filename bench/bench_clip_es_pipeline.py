@@ -3,7 +3,8 @@ one process, on the same images, interleaved (official, new, official, new, ...)
 
     .venv/bin/python bench/bench_clip_es_pipeline.py --threads 2      # and --threads 1
 
-Model: open_clip ViT-B/16 with seeded random weights (no download), QuickGELU (OpenAI's activation), fp32 on CPU,
+Model: open_clip ViT-B/16 with seeded random weights (no download; its projection ×8 and its q, k weights ×4 so that the
+softmax and the attention are peaked as a trained CLIP's, --qk-scale), QuickGELU (OpenAI's activation), fp32 on CPU,
 VOC's 20 class and 25 background texts; images: the bundled VOC sample (/work/shared/data/voc_sample, 4 photos,
 their GT classes). `--threads T` pins this process (and its children) to T cores and gives torch T threads, so the
 numbers mean "on T cores" even on a bigger machine.
@@ -20,7 +21,10 @@ new (wsss_lib today): the frozen blocks keep only CAA's maps, from their own for
   --overlap beside the network (the GPU setting).
 
 Stages reported: CAM (network + CAA + files; the new path's alone, without the pool), CRF (official: over the folder;
-new: the pool fed from memory), end to end (official: CAM then CRF; new: pipelined). Checks: initial and refined
+new: the pipeline). Two floors, because on a CPU the network's threads and the CRF share the same cores: (a) the
+frozen blocks 1..11 alone, with torch's kernels as both paths run them, plus the faster CRF stage; (b) the frozen
+blocks' multiply-adds at the rate of a large matrix product on these cores (measured in the same run) plus the CRF:
+what is left if every other operator, the Grad-CAM, CAA and the files cost nothing. Checks: initial and refined
 CAMs of both paths to 1e-5 (max |diff| printed), masks equal (differing pixels printed).
 """
 import argparse, os, shutil, statistics, sys, tempfile, time
@@ -36,6 +40,7 @@ def main():
     ap.add_argument('--images', type=int, default=4)
     ap.add_argument('--net-threads', type=int, default=None, help='torch threads of the new path while the pool works (default: --threads)')
     ap.add_argument('--overlap', action='store_true', help="new path: CRF workers beside the network (MaskPool(overlap=True), the GPU setting) instead of in bursts (overlap=False, the CPU setting)")
+    ap.add_argument('--qk-scale', type=float, default=4.0, help="scale of every block's q and k weights: a random ViT's attention is nearly uniform, so CAA's transition matrix is flat (entries within 0.1%%) and the min-max normalisation of the refined CAMs magnifies float noise ~1000×; at 4 the attention is peaked, as a trained CLIP's (1 = the raw random model)")
     ap.add_argument('--bf16', action='store_true', help="also the new path with precision='bf16' (not bit-faithful): time, CAM and mask differences")
     ap.add_argument('--voc', default=os.environ.get('WSSS_VOC_SAMPLE', '/work/shared/data/voc_sample'))
     a = ap.parse_args()
@@ -53,7 +58,11 @@ def main():
 
     torch.manual_seed(0)
     clip = load_clip('ViT-B-16', pretrained=None, device='cpu', precision='fp32', quick_gelu=True)
-    with torch.no_grad(): clip.visual.proj.mul_(8.)   # a random CLIP's softmax is nearly flat: sharpen it (as the tests do)
+    with torch.no_grad():
+        clip.visual.proj.mul_(8.)   # a random CLIP's softmax is nearly flat: sharpen it (as the tests do)
+        D = clip.visual.transformer.width
+        for b in clip.visual.transformer.resblocks:   # and its attention (see --qk-scale); the FLOPs do not change
+            b.attn.in_proj_weight[:2 * D].mul_(a.qk_scale); b.attn.in_proj_bias[:2 * D].mul_(a.qk_scale)
     es = ClipES(clip=clip, dataset='voc')
     if a.bf16:   # the same weights in bf16 (the text features stay the fp32 ones: only the image tower changes)
         wf = Path(tempfile.mkdtemp())/'w.pt'; torch.save(clip.model.state_dict(), wf)
@@ -112,15 +121,27 @@ def main():
 
     print(f"CLIP-ES pipeline bench: {a.threads} core(s) (torch threads {a.threads}; new path: {net_threads} torch threads "
           f"+ {n_workers} CRF worker(s), caller joining in, {'overlapped' if a.overlap else 'in bursts'}), ViT-B/16 random seeded fp32 QuickGELU, {len(ids)} VOC photos "
-          f"(K = {[len(ds.keys(i)) for i in ids]}), median of {a.repeats} interleaved repeats; load average "
+          f"(K = {[len(ds.keys(i)) for i in ids]}), q/k ×{a.qk_scale:g}, median of {a.repeats} interleaved repeats; load average "
           f"{os.getloadavg()[0]:.2f} at start", flush=True)
     es.compute(ds.image(ids[0]), np.asarray(ds.keys(ids[0]), np.int64))      # warm-up
-    T = {k: [] for k in ('o_cam', 'o_crf', 'o_e2e', 'n_cam', 'n_crf', 'n_e2e')}
+    T = {k: [] for k in ('o_cam', 'o_crf', 'o_e2e', 'n_cam', 'n_crf', 'n_e2e', 'frozen')}
+    g = torch.randn(2048, 2048); g @ g
+    t0 = time.perf_counter()
+    for _ in range(10): g @ g
+    gemm = 10 * 2 * 2048 ** 3 / (time.perf_counter() - t0)     # FLOP/s of a large fp32 matrix product on these cores
+    xs = {i: clip_es_input(clip, ds.image(i)) for i in ids}
+    flops = 0
+    for x in xs.values():     # per block: q, k, v, out and the MLP (24·N·D²) plus q·kᵀ and P·v (4·N²·D), multiply-adds counted 2
+        N, D = (x.shape[-2] // 16) * (x.shape[-1] // 16) + 1, clip.visual.transformer.width
+        flops += (L - 1) * (24 * N * D * D + 4 * N * N * D)
     for rep in range(a.repeats):
         tmp = Path(tempfile.mkdtemp())
         to, ocams = run_official(tmp/'official')
         tn_cam, ncams = run_new_cams()
         tn = run_new_pipeline(tmp/'new', ncams)
+        t0 = time.perf_counter()
+        for x in xs.values(): frozen_forward(clip, x, n_attn=7)
+        T['frozen'].append(time.perf_counter() - t0)
         for k in ('cam', 'crf', 'e2e'): T['o_' + k].append(to[k])
         T['n_cam'].append(tn_cam); T['n_crf'].append(tn['crf']); T['n_e2e'].append(tn['e2e'])
         if a.bf16:
@@ -137,6 +158,10 @@ def main():
             px = sum(int((read_mask(tmp/'official'/'masks'/f'{i}.png') != read_mask(tmp/'new'/'masks'/f'{i}.png')).sum()) for i in ids)
             px2 = sum(int((read_mask(tmp/'new'/'masks_only'/f'{i}.png') != read_mask(tmp/'new'/'masks'/f'{i}.png')).sum()) for i in ids)
             npx = sum(int(np.prod(ds.image(i).shape[:2])) for i in ids)
+            f16 = sum(int((ocams[i][1].astype(np.float16) != ncams[i][1].astype(np.float16)).sum()) for i in ids)   # the CRF's input
+            nf16 = sum(ocams[i][1].size for i in ids)
+            steps = max(float((np.abs(ocams[i][1].astype(np.float16).astype(np.float32) - ncams[i][1].astype(np.float16).astype(np.float32))
+                               / np.spacing(np.maximum(np.abs(ocams[i][1]), np.abs(ncams[i][1])).astype(np.float16)).astype(np.float32)).max()) for i in ids)
         shutil.rmtree(tmp)
         print(f"repeat {rep + 1}: official {to['e2e']:.2f} s, new {tn['e2e']:.2f} s", flush=True)
     m = {k: statistics.median(v) for k, v in T.items()}
@@ -145,13 +170,21 @@ def main():
     print("|---|---|---|---|")
     for k, name in (('cam', 'CAMs + CAA (+ files)'), ('crf', 'CRF pseudo masks'), ('e2e', 'end to end (CAMs + CAA + CRF masks)')):
         print(f"| {name} | {m['o_' + k] / n:.3f} | {m['n_' + k] / n:.3f} | {m['n_' + k] / m['o_' + k]:.2f}× |")
+    crf = min(m['o_crf'], m['n_crf'])
+    floor, bound = m['frozen'] + crf, flops / gemm + crf
+    print(f"| floor (a): frozen blocks 1..11 + CRF | | {floor / n:.3f} | {floor / m['o_e2e']:.2f}× |")
+    print(f"| floor (b): their multiply-adds at the large-GEMM rate + CRF | | {bound / n:.3f} | {bound / m['o_e2e']:.2f}× |")
+    print(f"\nThe frozen blocks 1..11: {m['frozen'] / n:.3f} s per image, {flops / m['frozen'] / 1e9:.0f} GFLOP/s, "
+          f"{flops / m['frozen'] / gemm:.0%} of a 2048³ fp32 matrix product's {gemm / 1e9:.0f} GFLOP/s on {a.threads} core(s) "
+          f"(the rest: attention's 64-wide products, softmax, LayerNorm, GELU).")
     if a.bf16:
         for k, name in (('cam', 'CAMs + CAA, bf16 (not bit-faithful)'), ('e2e', 'end to end, bf16 (not bit-faithful)')):
             print(f"| {name} | {m['o_' + k] / n:.3f} | {m['b_' + k] / n:.3f} | {m['b_' + k] / m['o_' + k]:.2f}× |")
         print(f"\nbf16 vs fp32 (new path): initial CAMs max |diff| {b_ini:.2e}, refined CAMs max |diff| {b_ref:.2e} "
               f"(mean {b_mean:.2e}); masks: {b_px} of {sum(int(np.prod(ds.image(i).shape[:2])) for i in ids)} pixels differ")
     print(f"\nmax |diff| official vs new: initial CAMs {d_ini:.1e}, refined CAMs {d_ref:.1e}; "
-          f"masks: {px} of {npx} pixels differ (pipelined vs the pool fed afterwards: {px2}); load average {os.getloadavg()[0]:.2f} at end")
+          f"masks: {px} of {npx} pixels differ (pipelined vs the pool fed afterwards: {px2}); the float16 refined CAMs the CRF reads: "
+          f"{f16} of {nf16} values differ, by at most {steps:.0f} float16 step(s); load average {os.getloadavg()[0]:.2f} at end")
 
 
 if __name__ == '__main__':
