@@ -150,6 +150,7 @@ def notebook_parameters(nb_path:str|Path)->dict[str, Param]:
 
 # %% ../nbs/30_experiments.ipynb #fa35e192
 _TRUE, _FALSE = ('true', 'yes', 'on'), ('false', 'no', 'off')
+_NONE = ('None', 'null', 'Null', 'NULL', '~')   # papermill's and YAML's ways to write None after -p (for nullable parameters)
 
 def parse_value(raw:str):
     "A `-p` value as papermill reads it: True/False, None, int, float, else the string."
@@ -166,7 +167,7 @@ def coerce(p:Param, # the parameter
           ):
     "`value` converted to `p`'s type, or BadInputError saying what is wrong."
     bad = lambda why: BadInputError(f"{p.name} = {raw if raw is not None else repr(value)}: {why}")
-    if raw is not None and raw == 'None': value = None
+    if raw is not None and (raw == 'None' or (p.nullable and raw in _NONE)): value = None
     if value is None:
         if p.nullable: return None
         raise bad(f"expects {p.kind}, got None")
