@@ -514,8 +514,10 @@ def write_cams(source, # a CAMSource (or anything with `.cams`)
             if k + prefetch < n: ahead.append(reader.submit(load, todo[k + prefetch]))
             try: r = source.compute(image, keys, iid, **opts)
             except Exception as e: e.add_note(f"while computing the CAMs of image {iid!r}"); raise
+            if on_cams is not None:   # the maps as written, converted once for both the files and the callback
+                maps = {v: np.asarray(r[v], dtype) for v in variants if v in r}; r = {**r, **maps}
             writes.append(writer.submit(_save_cams, targets, iid, r, format, dtype, variants))
-            if on_cams is not None: on_cams(iid, image, keys, {v: np.asarray(r[v], dtype) for v in variants if v in r})
+            if on_cams is not None: on_cams(iid, image, keys, maps)
             while writes and writes[0].done(): writes.popleft().result()
         for w in writes: w.result()
     dt = time.perf_counter() - t0

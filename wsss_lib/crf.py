@@ -247,6 +247,17 @@ def crf_scores(image:np.ndarray, # H×W×3 uint8 RGB
 _JOBS = {}  # job token -> job dict, inherited by forked workers
 _job_counter = itertools.count()
 
+def _masks_from_cams(job:dict, iid:str, image:np.ndarray, cams:np.ndarray, keys, dtype:str|None=None)->float:
+    "One image's pseudo mask (and marginals, and the unfiltered argmax) from CAMs in memory; returns the ignored fraction."
+    keys = np.asarray(keys)
+    mask, Q = make_pseudo_mask(image, cams, keys, return_probs=True, dtype=dtype or job['dtype'], **job['mask_kwargs'])
+    if job['scores_dir'] is not None:
+        save_npy(Path(job['scores_dir'])/f'{iid}.npy', {0: Q[0], **{int(k) + 1: Q[i + 1] for i, k in enumerate(keys.astype(np.int64))}})
+    if job.get('unfiltered_dir') is not None:
+        save_mask(Path(job['unfiltered_dir'])/f'{iid}.png', np.concatenate([[0], keys.astype(np.int64) + 1]).astype(np.uint8)[Q.argmax(0)])
+    if job['out_dir'] is not None: save_mask(Path(job['out_dir'])/f'{iid}.png', mask)   # last: an existing PNG means finished
+    return float((mask == 255).mean())
+
 def _mask_one(job:dict, iid:str):
     cam_path = Path(job['cam_dir'])/f'{iid}.npy'
     if not cam_path.exists(): raise MissingFileError(f"{cam_path}: CAM file for image {iid!r} not found")
@@ -264,12 +275,8 @@ def _mask_one(job:dict, iid:str):
     dtype = job['dtype']
     if dtype == 'auto':   # CLIP-ES's float16 arithmetic for its own float16 files, float32 for everything else
         dtype = 'float16' if isinstance(d, dict) and d.get('format') == 'clip_es' and d.get('map_dtype') == 'float16' else 'float32'
-    try: mask, Q = make_pseudo_mask(image, cams, keys, return_probs=True, dtype=dtype, **job['mask_kwargs'])
+    try: return _masks_from_cams(job, iid, image, cams, keys, dtype)
     except BadInputError as e: raise BadInputError(f"{cam_path}: {e}") from e
-    if job['scores_dir'] is not None:
-        save_npy(Path(job['scores_dir'])/f'{iid}.npy', {0: Q[0], **{int(k) + 1: Q[i + 1] for i, k in enumerate(keys.astype(np.int64))}})
-    if job['out_dir'] is not None: save_mask(Path(job['out_dir'])/f'{iid}.png', mask)   # last: an existing PNG means the image is finished
-    return float((mask == 255).mean())
 
 def _mask_worker(item):
     token, iid = item
@@ -305,6 +312,16 @@ def _check_settings(d:Path, want:dict, redo:bool)->None:
         for p in _outputs(d): p.unlink()
     save_json(rec, want)
 
+def _check_mask_call(who:str, out_dir, scores_dir, mask_kwargs:dict, dtype:str, dtypes:tuple, on_change:str):
+    "Fail early, naming `who`, on a call that could not write a mask: no output, bad pass-through, dtype, CRF settings or on_change."
+    if out_dir is None and scores_dir is None: raise BadInputError(f"{who}: give out_dir, scores_dir or both")
+    bad = set(mask_kwargs) & {'return_probs', 'image', 'cams', 'keys', 'dtype'}
+    if bad: raise BadInputError(f"{who}: {sorted(bad)} cannot be passed through")
+    if dtype not in dtypes: raise BadInputError(f"dtype={dtype!r}: use {', '.join(map(repr, dtypes[:-1]))} or {dtypes[-1]!r}")
+    crf_params(mask_kwargs.get('preset', 'deeplab'), mask_kwargs.get('n_iter'),
+               **{k: v for k, v in mask_kwargs.items() if k in _CRF_KEYS and k != 'n_iter'})
+    if on_change not in ('error', 'redo'): raise BadInputError(f"on_change={on_change!r}: use 'error' or 'redo'")
+
 def make_pseudo_masks(dataset, # object with .ids, .image(id) -> H×W×3 uint8, .keys(id) -> class indices (e.g. SegDataset)
                       cam_dir:str|Path, # folder of `<id>.npy` CAM files
                       out_dir:str|Path|None, # where `<id>.png` masks go (None: only the CRF marginals, in `scores_dir`)
@@ -322,13 +339,7 @@ def make_pseudo_masks(dataset, # object with .ids, .image(id) -> H×W×3 uint8, 
     "Write CRF pseudo masks (VOC-palette PNGs) for a dataset's CAM files, in parallel, resuming finished images."
     cam_dir, out_dir = Path(cam_dir), None if out_dir is None else Path(out_dir)
     if not cam_dir.is_dir(): raise MissingFileError(f"{cam_dir}: CAM folder not found")
-    if out_dir is None and scores_dir is None: raise BadInputError("make_pseudo_masks: give out_dir, scores_dir or both")
-    bad = set(mask_kwargs) & {'return_probs', 'image', 'cams', 'keys'}
-    if bad: raise BadInputError(f"make_pseudo_masks: {sorted(bad)} cannot be passed through")
-    if dtype not in ('auto', 'float32', 'float16'): raise BadInputError(f"dtype={dtype!r}: use 'auto', 'float32' or 'float16'")
-    crf_params(mask_kwargs.get('preset', 'deeplab'), mask_kwargs.get('n_iter'),
-               **{k: v for k, v in mask_kwargs.items() if k in _CRF_KEYS and k != 'n_iter'})  # fail early on bad CRF settings
-    if on_change not in ('error', 'redo'): raise BadInputError(f"on_change={on_change!r}: use 'error' or 'redo'")
+    _check_mask_call('make_pseudo_masks', out_dir, scores_dir, mask_kwargs, dtype, ('auto', 'float32', 'float16'), on_change)
     ids = [str(i) for i in (dataset.ids if ids is None else ids)]
     dirs, want = [Path(d) for d in (out_dir, scores_dir) if d is not None], _settings_of(mask_kwargs, dtype)
     for d in dirs:
@@ -352,17 +363,6 @@ def make_pseudo_masks(dataset, # object with .ids, .image(id) -> H×W×3 uint8, 
                 ignore_fraction=float(np.mean(ign)) if ign else None)
 
 # %% ../nbs/04_crf.ipynb #92cfceb3
-def _masks_from_cams(job:dict, iid:str, image:np.ndarray, cams:np.ndarray, keys)->float:
-    "One image's pseudo mask (and marginals, and the unfiltered argmax) from CAMs in memory; returns the ignored fraction."
-    keys = np.asarray(keys)
-    mask, Q = make_pseudo_mask(image, cams, keys, return_probs=True, dtype=job['dtype'], **job['mask_kwargs'])
-    if job['scores_dir'] is not None:
-        save_npy(Path(job['scores_dir'])/f'{iid}.npy', {0: Q[0], **{int(k) + 1: Q[i + 1] for i, k in enumerate(keys.astype(np.int64))}})
-    if job['unfiltered_dir'] is not None:
-        save_mask(Path(job['unfiltered_dir'])/f'{iid}.png', np.concatenate([[0], keys.astype(np.int64) + 1]).astype(np.uint8)[Q.argmax(0)])
-    if job['out_dir'] is not None: save_mask(Path(job['out_dir'])/f'{iid}.png', mask)   # last: an existing PNG means finished
-    return float((mask == 255).mean())
-
 def _pool_do(job, item)->tuple:
     iid = item[0]
     try: return iid, _masks_from_cams(job, *item), None
@@ -400,13 +400,7 @@ class MaskPool:
                  max_pending:int|None=None, # unfinished images at most (None: 4 per process); beyond, `submit` makes masks itself
                  **mask_kwargs, # passed to make_pseudo_mask (bg_power, conf_threshold, preset, colour, ...)
                 ):
-        if out_dir is None and scores_dir is None: raise BadInputError("MaskPool: give out_dir, scores_dir or both")
-        bad = set(mask_kwargs) & {'return_probs', 'image', 'cams', 'keys', 'dtype'}
-        if bad: raise BadInputError(f"MaskPool: {sorted(bad)} cannot be passed through")
-        if dtype not in ('float32', 'float16'): raise BadInputError(f"dtype={dtype!r}: use 'float32' or 'float16'")
-        crf_params(mask_kwargs.get('preset', 'deeplab'), mask_kwargs.get('n_iter'),
-                   **{k: v for k, v in mask_kwargs.items() if k in _CRF_KEYS and k != 'n_iter'})
-        if on_change not in ('error', 'redo'): raise BadInputError(f"on_change={on_change!r}: use 'error' or 'redo'")
+        _check_mask_call('MaskPool', out_dir, scores_dir, mask_kwargs, dtype, ('float32', 'float16'), on_change)
         dirs = [None if d is None else Path(d) for d in (out_dir, scores_dir, unfiltered_dir)]
         for d, kw in zip(dirs, (mask_kwargs, mask_kwargs, {**mask_kwargs, 'conf_threshold': None})):   # the unfiltered masks: no confidence filter
             if d is not None: d.mkdir(parents=True, exist_ok=True); _check_settings(d, _settings_of(kw, dtype), redo=on_change == 'redo' or overwrite)
