@@ -369,12 +369,13 @@ def _pool_do(job, item)->tuple:
     except Exception as e: return iid, None, f"{type(e).__name__}: {e}"
 
 def _pool_worker(job:dict, tasks, results, nice:int=0):
-    import multiprocessing as mp, queue
+    import queue
     if nice: os.nice(nice)       # below the caller: the network keeps its cores, the CRF takes what it leaves
+    caller = os.getppid()
     while True:
-        try: item = tasks.get(timeout=5.0)
-        except queue.Empty:
-            if mp.parent_process() is not None and not mp.parent_process().is_alive(): return   # the caller was killed
+        try: item = tasks.get(timeout=2.0)
+        except queue.Empty:      # a killed caller leaves this worker to init: its parent changes (a sentinel pipe would
+            if os.getppid() != caller: return   # stay open in the workers forked after this one)
             continue
         if item is None: return
         results.put(_pool_do(job, item))
